@@ -1,0 +1,76 @@
+"""Helpers every `job_cron` command shares: config loading, connections, errors to exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import click
+import psycopg
+
+from jobcron.config import Config, load_config
+from jobcron.db import DB_UNAVAILABLE, Connection, connect, scrub
+from jobcron.errors import ConfigError, JobCronError, SchemaOutOfDate
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_SCHEMA = 3
+
+
+@dataclass
+class CliState:
+    """What every command gets: where the config comes from and the CLI's overrides."""
+
+    config_path: str | None
+    explicit_config: bool
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def load(self, **more: dict[str, Any]) -> Config:
+        """The effective config with this command's flag overrides applied."""
+        merged = {k: dict(v) for k, v in self.overrides.items()}
+        for section, values in more.items():
+            merged.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+        return load_config(self.config_path, self.environ, merged)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print an error naming the problem and exit with a documented code."""
+    click.echo(f"job_cron: error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def handled(config: Config | None = None) -> Iterator[None]:
+    """Map jobcron's errors to exit codes with a one-line message (never a traceback)."""
+    dsn = config.database.url if config else None
+    try:
+        yield
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    except SchemaOutOfDate as exc:
+        fail(str(exc), EXIT_SCHEMA)
+    except JobCronError as exc:
+        fail(scrub(str(exc), dsn), EXIT_ERROR)
+    except DB_UNAVAILABLE as exc:
+        fail(f"database unavailable: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
+    except psycopg.Error as exc:
+        fail(f"database error: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
+
+
+def load_or_exit(state: CliState, **more: dict[str, Any]) -> Config:
+    """Load the config or exit 2 naming the bad key."""
+    try:
+        return state.load(**more)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def open_db(config: Config, purpose: str = "cli") -> Connection:
+    """Connect for a CLI command."""
+    return connect(config, purpose=purpose)

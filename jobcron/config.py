@@ -1,0 +1,368 @@
+"""Configuration: frozen dataclasses, validated at load; defaults < file < environment < CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from jobcron.errors import ConfigError
+
+ENV_PREFIX = "JOB_CRON_"
+# Environment names that are not config keys but are read elsewhere (the CLI's own flags).
+ENV_RESERVED = frozenset({"JOB_CRON_CONFIG", "JOB_CRON_WORKER_ID"})
+DEFAULT_CONFIG_PATH = "config.json"
+
+QUEUE_ORDERS = ("first_in_first_out", "priority")
+EXECUTION_MODES = ("inline", "process")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "console", "json")
+
+
+def _opt(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    secret: bool = False,
+) -> Any:
+    """A dataclass field with its validation bounds kept beside the default."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "secret": secret}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where the queue lives."""
+
+    url: str | None = _opt(None, secret=True)
+    connect_timeout_seconds: int = _opt(5, lo=1, hi=300)
+    application_name: str = _opt("job_cron")
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """Seed 000's `scheduler_settings`, same keys, meanings and defaults."""
+
+    interval_minutes: float = _opt(2, lo=0.001, hi=1440)
+    max_concurrent_jobs_per_user: int = _opt(1, lo=1, hi=1000)
+    job_timeout_minutes: float = _opt(30, lo=0.01, hi=10080)
+    retry_failed_jobs: bool = _opt(True)
+    max_retries: int = _opt(3, lo=0, hi=1000)
+    cleanup_completed_jobs_days: float = _opt(7, lo=0, hi=36500)
+
+
+@dataclass(frozen=True)
+class JobProcessing:
+    """Seed 000's `job_processing`, plus how and where jobs run."""
+
+    single_job_per_user: bool = _opt(True)
+    queue_priority: str = _opt("first_in_first_out", choices=QUEUE_ORDERS)
+    auto_start_processing: bool = _opt(True)
+    max_processing_time_minutes: float = _opt(60, lo=0.01, hi=10080)
+    execution_mode: str = _opt("process", choices=EXECUTION_MODES)
+    execution_mode_by_type: dict[str, str] = field(default_factory=dict)
+    memory_limit_mb: int | None = _opt(None, lo=16, hi=1_048_576)
+    file_root: str | None = _opt(None)
+    max_metadata_bytes: int = _opt(65536, lo=2, hi=100_000_000)
+    analysis_max_rows: int = _opt(10_000_000, lo=1, hi=10_000_000_000)
+    analysis_max_bytes: int = _opt(2 * 1024**3, lo=1, hi=1024**4)
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The loop's timers; `interval_seconds`, when set, overrides `interval_minutes`."""
+
+    interval_seconds: float | None = _opt(None, lo=0.01, hi=86400)
+    listen: bool = _opt(True)
+    heartbeat_interval_seconds: float = _opt(5, lo=0.05, hi=3600)
+    stale_after_seconds: float = _opt(60, lo=0.2, hi=86400)
+    rescue_interval_seconds: float = _opt(15, lo=0.05, hi=86400)
+    worker_heartbeat_seconds: float = _opt(10, lo=0.05, hi=3600)
+    shutdown_grace_seconds: float = _opt(30, lo=0, hi=86400)
+    cancel_grace_seconds: float = _opt(5, lo=0, hi=3600)
+    retention_interval_seconds: float = _opt(300, lo=0.05, hi=86400)
+    retention_batch_size: int = _opt(1000, lo=1, hi=100_000)
+    schedule_check_seconds: float = _opt(1, lo=0.05, hi=3600)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """In-process (tenacity) and durable (back to pending) retry policy."""
+
+    in_process_attempts: int = _opt(3, lo=1, hi=100)
+    in_process_backoff_seconds: float = _opt(0.2, lo=0, hi=3600)
+    in_process_backoff_max_seconds: float = _opt(5, lo=0, hi=3600)
+    durable_backoff_seconds: float = _opt(10, lo=0, hi=86400)
+    durable_backoff_max_seconds: float = _opt(3600, lo=0, hi=7 * 86400)
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """Log level and renderer (`auto`: console on a terminal, JSON lines otherwise)."""
+
+    level: str = _opt("info", choices=LOG_LEVELS)
+    format: str = _opt("auto", choices=LOG_FORMATS)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration of one daemon or command."""
+
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    scheduler_settings: SchedulerSettings = field(default_factory=SchedulerSettings)
+    job_processing: JobProcessing = field(default_factory=JobProcessing)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    workflows: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def poll_interval_seconds(self) -> float:
+        """How long an idle daemon waits between polls when no notification arrives."""
+        if self.daemon.interval_seconds is not None:
+            return self.daemon.interval_seconds
+        return self.scheduler_settings.interval_minutes * 60
+
+    @property
+    def user_limit(self) -> int | None:
+        """Jobs of one user that may run at once; None means unlimited."""
+        if not self.job_processing.single_job_per_user:
+            return None
+        return self.scheduler_settings.max_concurrent_jobs_per_user
+
+    def execution_mode_for(self, job_type: str) -> str:
+        """The execution mode of a job type: its override, else the daemon's mode."""
+        return self.job_processing.execution_mode_by_type.get(job_type, self.job_processing.execution_mode)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config) if f.name != "workflows"
+}
+_WORKFLOW_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_WORKFLOW_NAME = re.compile(r"^[\w.-]{1,100}$")
+
+
+def _base_types(hint: Any) -> tuple[type[Any], ...]:
+    """The runtime types a type hint admits (None included for optionals)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        out: tuple[type[Any], ...] = ()
+        for arg in typing.get_args(hint):
+            out += _base_types(arg)
+        return out
+    if hint is type(None) or hint is None:
+        return (type(None),)
+    if origin is not None:
+        return (origin,)
+    return (hint,)
+
+
+def _check_value(key: str, value: Any, f: dataclasses.Field[Any], hint: Any) -> Any:
+    """Validate one value against its field's type and bounds; return it normalised."""
+    allowed = _base_types(hint)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{key}: must not be null")
+    if isinstance(value, bool) and bool not in allowed:
+        raise ConfigError(f"{key}: expected {_type_name(allowed)}, got a boolean")
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, tuple(t for t in allowed if t is not type(None))):
+        raise ConfigError(f"{key}: expected {_type_name(allowed)}, got {type(value).__name__} {value!r}")
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{key}: must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+        if meta.get("lo") is not None and value < meta["lo"]:
+            raise ConfigError(f"{key}: must be >= {meta['lo']}, got {value!r}")
+        if meta.get("hi") is not None and value > meta["hi"]:
+            raise ConfigError(f"{key}: must be <= {meta['hi']}, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(v, str) or v not in EXECUTION_MODES:
+                raise ConfigError(f"{key}.{k}: must be one of {', '.join(EXECUTION_MODES)}, got {v!r}")
+    return value
+
+
+def _type_name(allowed: tuple[type[Any], ...]) -> str:
+    names = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object"}
+    return " or ".join(names.get(t, "null") for t in allowed)
+
+
+def _parse_env_value(key: str, raw: str, hint: Any) -> Any:
+    """Turn an environment string into the field's type."""
+    allowed = _base_types(hint)
+    text = raw.strip()
+    if type(None) in allowed and text.lower() in ("", "null", "none"):
+        return None
+    if bool in allowed:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected a boolean (true/false), got {raw!r}")
+    if int in allowed:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {raw!r}") from None
+    if float in allowed:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {raw!r}") from None
+    if dict in allowed:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{key}: expected a JSON object: {exc.msg}") from None
+    return raw
+
+
+def _env_table() -> dict[str, tuple[str, str]]:
+    """Environment variable name -> (section, key) for every config key."""
+    table: dict[str, tuple[str, str]] = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            table[f"{ENV_PREFIX}{section}_{f.name}".upper()] = (section, f.name)
+    # short aliases for the keys operators set most
+    table["JOB_CRON_LOG_LEVEL"] = ("logging", "level")
+    table["JOB_CRON_LOG_FORMAT"] = ("logging", "format")
+    table["JOB_CRON_INTERVAL_SECONDS"] = ("daemon", "interval_seconds")
+    return table
+
+
+ENV_TABLE = _env_table()
+
+
+def load_config(
+    path: str | Path | None,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Build the effective config from a file (None: defaults only), an environment and CLI overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_file(Path(path))
+    sections: dict[str, dict[str, Any]] = {}
+    workflows: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "workflows":
+            if not isinstance(value, dict):
+                raise ConfigError(f"workflows: expected an object, got {type(value).__name__}")
+            workflows = dict(value)
+            continue
+        if name.startswith("_"):
+            continue  # "_comment" keys document the file
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown section {name!r} (known: {', '.join([*SECTIONS, 'workflows'])})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected an object, got {type(value).__name__}")
+        sections[name] = {k: v for k, v in value.items() if not k.startswith("_")}
+
+    for env_name, raw_value in environ.items():
+        if env_name in ("DATABASE_URL", "POSTGRES_URL"):
+            continue
+        if not env_name.startswith(ENV_PREFIX) or env_name in ENV_RESERVED:
+            continue
+        if env_name not in ENV_TABLE:
+            raise ConfigError(f"unknown environment variable {env_name}")
+        section, key = ENV_TABLE[env_name]
+        hint = typing.get_type_hints(SECTIONS[section])[key]
+        sections.setdefault(section, {})[key] = _parse_env_value(env_name, raw_value, hint)
+    url = environ.get("DATABASE_URL") or environ.get("POSTGRES_URL")
+    if url:
+        sections.setdefault("database", {})["url"] = url
+
+    for section, values in (overrides or {}).items():
+        if section == "workflows":
+            workflows.update(values)
+            continue
+        for key, value in values.items():
+            if value is not None:
+                sections.setdefault(section, {})[key] = value
+
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        built[section] = _build_section(section, cls, sections.get(section, {}))
+    built["workflows"] = _check_workflows(workflows)
+    return Config(**built)
+
+
+def _build_section(section: str, cls: type[Any], values: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in by_name:
+            raise ConfigError(f"unknown key {section}.{key} (known: {', '.join(by_name)})")
+        kwargs[key] = _check_value(f"{section}.{key}", value, by_name[key], hints[key])
+    return cls(**kwargs)
+
+
+def _check_workflows(values: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, target in values.items():
+        if not _WORKFLOW_NAME.match(name):
+            raise ConfigError(f"workflows.{name}: job type names use letters, digits, '_', '.', '-'")
+        if not isinstance(target, str) or not _WORKFLOW_TARGET.match(target):
+            raise ConfigError(f'workflows.{name}: expected "module:function", got {target!r}')
+        out[name] = target
+    return out
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object")
+    return data
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with its password replaced by '***' (also a password=... keyword in a libpq string)."""
+    if url is None:
+        return None
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            user = parts.username or ""
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            netloc = f"{user}:***@{host}"
+            return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        if "password=" in parts.query:
+            return re.sub(r"password=[^&]*", "password=***", url)
+        return url
+    return re.sub(r"password\s*=\s*('[^']*'|\S+)", "password=***", url)
+
+
+def config_as_dict(config: Config, *, redact: bool = True) -> dict[str, Any]:
+    """The config as plain JSON-able data, secrets redacted."""
+    data = dataclasses.asdict(config)
+    if redact:
+        data["database"]["url"] = redact_url(config.database.url)
+    return data

