@@ -1,0 +1,303 @@
+"""The daemon's second thread: job heartbeat, worker row, rescue, pauses, grace supervision, watchdog.
+
+It has its own connection, so that the job heartbeat keeps flowing while the main thread runs a job.
+Periodic duties run on their own timers here, never per job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobcron import store
+from jobcron.config import Config
+from jobcron.db import DB_UNAVAILABLE, Connection, connect
+from jobcron.models import ClaimedJob
+from jobcron.sdnotify import Notifier
+from jobcron.workflows.base import WorkflowContext
+
+TICK_SECONDS = 0.05
+MAX_BATCHES_PER_RUN = 20
+PAUSE_REFRESH_SECONDS = 1.0
+
+
+@dataclass
+class Running:
+    """The job the main thread is running now."""
+
+    job: ClaimedJob
+    ctx: WorkflowContext
+    since: float = field(default_factory=time.monotonic)
+    lease_lost: bool = False
+    next_heartbeat: float = 0.0
+    # process mode: the main thread supervises the child (grace, timeout, cancel); inline: this thread does
+    supervised_by_main: bool = False
+    force: bool = False
+    timeout_seconds: float | None = None
+    timeout_reported: bool = False
+
+
+@dataclass
+class Duty:
+    """A periodic task with its own interval."""
+
+    name: str
+    interval: Callable[[], float]
+    run: Callable[[Connection], None]
+    due: float = 0.0
+
+
+class Housekeeper(threading.Thread):
+    """Runs the timers of one daemon on a connection of its own."""
+
+    def __init__(
+        self,
+        config: Config,
+        worker_id: str,
+        log: Any,
+        notifier: Notifier,
+        *,
+        on_grace_expired: Callable[[Connection | None, Running], None],
+    ) -> None:
+        super().__init__(name="jobcron-housekeeper", daemon=True)
+        self.config = config
+        self.worker_id = worker_id
+        self.log = log
+        self.notifier = notifier
+        self.on_grace_expired = on_grace_expired
+        self.halt = threading.Event()
+        self.poke = threading.Event()
+        self._lock = threading.Lock()
+        self._running: Running | None = None
+        self.paused: tuple[str, ...] = ()
+        self.pauses_dirty = threading.Event()
+        self.pauses_dirty.set()
+        self.grace_deadline: float | None = None
+        self.state = "starting"
+        self.loop_tick = time.monotonic()
+        self.duties: list[Duty] = [
+            Duty(
+                "worker_heartbeat",
+                lambda: self.config.daemon.worker_heartbeat_seconds,
+                self._worker_heartbeat,
+            ),
+            Duty("rescue", lambda: self.config.daemon.rescue_interval_seconds, self._rescue),
+            Duty("retention", lambda: self.config.daemon.retention_interval_seconds, self._retention),
+        ]
+        self._conn: Connection | None = None
+        self._next_pause_refresh = 0.0
+        self._next_watchdog = 0.0
+        self._db_down = False
+
+    # --- called from the main thread ----------------------------------------------------------------
+
+    def set_running(
+        self,
+        job: ClaimedJob,
+        ctx: WorkflowContext,
+        *,
+        supervised_by_main: bool,
+        timeout_seconds: float | None,
+    ) -> Running:
+        """Start supervising a job."""
+        running = Running(
+            job,
+            ctx,
+            next_heartbeat=time.monotonic() + self.config.daemon.heartbeat_interval_seconds,
+            supervised_by_main=supervised_by_main,
+            timeout_seconds=timeout_seconds,
+        )
+        with self._lock:
+            self._running = running
+        self.state = "running"
+        self.notifier.status(f"running job {job.id} ({job.job_type})")
+        return running
+
+    def clear_running(self) -> None:
+        """The job is over."""
+        with self._lock:
+            self._running = None
+        self.state = "idle"
+
+    def running(self) -> Running | None:
+        """The running job, if any."""
+        with self._lock:
+            return self._running
+
+    def cancel_requested(self, payload: str) -> None:
+        """A cancel notification arrived ("ID" or "ID:force"): stop the job at once if it is ours."""
+        job_id, _, mode = payload.partition(":")
+        running = self.running()
+        if running is not None and running.job.id == job_id:
+            running.force = running.force or mode == "force"
+            running.ctx.cancel_event.set()
+
+    def add_duty(self, duty: Duty) -> None:
+        """Register another periodic task (schedules, retention)."""
+        self.duties.append(duty)
+
+    # --- the thread ------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Tick until halted."""
+        while not self.halt.is_set():
+            self.poke.wait(TICK_SECONDS)
+            self.poke.clear()
+            try:
+                self._tick()
+            except DB_UNAVAILABLE as exc:
+                if not self._db_down:
+                    self.log.warning("db_unavailable", where="housekeeper", error=str(exc).strip()[:200])
+                    self.notifier.status("db unavailable")
+                self._db_down = True
+                self._drop_conn()
+                self.halt.wait(0.5)
+            except Exception as exc:  # a duty failing must not kill the thread that heartbeats
+                self.log.error("housekeeping_failed", error=repr(exc)[:500])
+                self._drop_conn()
+                self.halt.wait(0.5)
+        self._drop_conn()
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.config, purpose="housekeeper")
+            if self._db_down:
+                self.log.info("db_reconnected", where="housekeeper")
+                self._db_down = False
+        return self._conn
+
+    def _drop_conn(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # closing a broken connection may raise; it is gone either way
+                self.log.debug("close_failed")
+            self._conn = None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        running = self.running()
+        self._watchdog(now, running)
+        if running is not None and not running.supervised_by_main:
+            self._inline_timeout(now, running)
+        if (
+            self.grace_deadline is not None
+            and running is not None
+            and not running.supervised_by_main
+            and now >= self.grace_deadline
+        ):
+            conn = None
+            try:
+                conn = self._connection()
+            except DB_UNAVAILABLE:
+                conn = None
+            self.on_grace_expired(conn, running)
+            return
+        conn = self._connection()
+        if running is not None and now >= running.next_heartbeat and not running.lease_lost:
+            self._heartbeat_job(conn, running)
+        if self.pauses_dirty.is_set() or now >= self._next_pause_refresh:
+            self.pauses_dirty.clear()
+            self.paused = tuple(store.paused_types(conn))
+            self._next_pause_refresh = now + PAUSE_REFRESH_SECONDS
+        for duty in self.duties:
+            if now >= duty.due:
+                duty.due = now + duty.interval()
+                duty.run(conn)
+
+    def _inline_timeout(self, now: float, running: Running) -> None:
+        if running.timeout_reported or running.timeout_seconds is None:
+            return
+        if now - running.since >= running.timeout_seconds:
+            running.timeout_reported = True
+            # a thread cannot be killed: ask the workflow to stop, and say plainly that it may not
+            running.ctx.cancel_event.set()
+            self.log.error(
+                "job_timeout_not_enforceable",
+                job_id=running.job.id,
+                timeout_seconds=running.timeout_seconds,
+                hint="inline mode can only ask the workflow to stop; use execution_mode process",
+            )
+
+    def _watchdog(self, now: float, running: Running | None) -> None:
+        interval = self.notifier.watchdog_seconds
+        if interval is None or now < self._next_watchdog:
+            return
+        # alive = the loop ticked recently, or it is busy with a job whose lease we still hold
+        alive = now - self.loop_tick < interval or (running is not None and not running.lease_lost)
+        if alive:
+            self.notifier.watchdog()
+        self._next_watchdog = now + interval / 3
+
+    def _heartbeat_job(self, conn: Connection, running: Running) -> None:
+        running.next_heartbeat = time.monotonic() + self.config.daemon.heartbeat_interval_seconds
+        cancel = store.heartbeat_job(conn, running.job.id, running.job.lease_token)
+        if cancel is None:
+            running.lease_lost = True
+            running.ctx.cancel_event.set()
+            self.log.warning("lease_lost", job_id=running.job.id, where="heartbeat")
+        elif cancel:
+            running.ctx.cancel_event.set()
+
+    def _worker_heartbeat(self, conn: Connection) -> None:
+        running = self.running()
+        current = running.job.id if running else None
+        if store.worker_heartbeat(conn, self.worker_id, self.state, current) == 0:
+            store.worker_register(conn, self.worker_id, *_host_pid(), self.state, _version())
+
+    def _retention(self, conn: Connection) -> None:
+        days = self.config.scheduler_settings.cleanup_completed_jobs_days
+        if days <= 0:
+            return  # 0 keeps finished jobs forever
+        deleted = 0
+        batch = self.config.daemon.retention_batch_size
+        # small batches keep each delete short; a cap per run keeps the housekeeper responsive
+        for _ in range(MAX_BATCHES_PER_RUN):
+            n = store.prune_finished_jobs(conn, days * 86400, batch)
+            deleted += n
+            if n < batch or self.halt.is_set():
+                break
+        if deleted:
+            self.log.info("jobs_pruned", count=deleted, older_than_days=days)
+
+    def _rescue(self, conn: Connection) -> None:
+        c = self.config
+        rows = store.rescue_stale_jobs(
+            conn,
+            worker_id=self.worker_id,
+            stale_after_seconds=c.daemon.stale_after_seconds,
+            max_processing_seconds=c.job_processing.max_processing_time_minutes * 60,
+            retry_failed_jobs=c.scheduler_settings.retry_failed_jobs,
+            default_max_retries=c.scheduler_settings.max_retries,
+        )
+        if not rows:
+            return
+        if any(r["status"] == "pending" for r in rows):
+            store.notify_jobs(conn, "rescued")  # every idle daemon, this one included, looks at once
+        overdue = [str(r["id"]) for r in rows if r["overdue"]]
+        self.log.warning(
+            "jobs_rescued",
+            count=len(rows),
+            job_ids=[str(r["id"]) for r in rows][:20],
+            from_workers=sorted({r["locked_by"] for r in rows}),
+            statuses=sorted({r["status"] for r in rows}),
+        )
+        if overdue:
+            # the ceiling of max_processing_time_minutes was hit: loud on purpose
+            self.log.error("jobs_over_max_processing_time", job_ids=overdue[:20], count=len(overdue))
+
+
+def _host_pid() -> tuple[str, int]:
+    import os
+    import socket
+
+    return socket.gethostname(), os.getpid()
+
+
+def _version() -> str:
+    from jobcron import __version__
+
+    return __version__

@@ -1,0 +1,490 @@
+"""The daemon: `run_once()` is one claim-run-record cycle; `run()` is the loop around it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+import structlog
+
+from jobcron import migrate, store
+from jobcron.config import Config, config_as_dict
+from jobcron.db import DB_UNAVAILABLE, Connection, connect, retrying
+from jobcron.errors import PermanentError
+from jobcron.housekeeper import Housekeeper, Running
+from jobcron.isolation import ChildRunner, Supervision
+from jobcron.models import ClaimedJob, JobStatus, Outcome
+from jobcron.runner import RunPolicy, check_job, error_record, failed_outcome, interrupted_outcome, run_inline
+from jobcron.sdnotify import Notifier
+from jobcron.wakeup import Listener
+from jobcron.workflows import Registry
+from jobcron.workflows.base import FileInfo, WorkflowContext, WorkflowSettings
+
+T = TypeVar("T")
+EXIT_CLEAN = 0
+
+_OUTCOME_EVENTS = {
+    JobStatus.COMPLETED: "job_completed",
+    JobStatus.FAILED: "job_failed",
+    JobStatus.CANCELLED: "job_cancelled",
+}
+
+
+def default_worker_id() -> str:
+    """host-pid-random: unique per process, readable in `job_cron workers`."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+class Worker:
+    """One daemon: a main connection for claim/record, a listener and a housekeeper thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        worker_id: str | None = None,
+        max_jobs: int | None = None,
+        once: bool = False,
+        reload_config: Callable[[], Config] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.worker_id = worker_id or default_worker_id()
+        self.max_jobs = max_jobs
+        self.once = once
+        self.reload_config = reload_config
+        self.notifier = notifier or Notifier({})
+        self.log = structlog.get_logger().bind(worker_id=self.worker_id)
+        self.registry = Registry(config.workflows)
+        self.policy = RunPolicy.from_config(config)
+        self.wake = threading.Event()
+        self.stop_event = threading.Event()  # first signal: stop claiming, let the job finish
+        self.hard_stop = threading.Event()  # second signal or grace over: stop waiting
+        self.reload_requested = threading.Event()
+        self.jobs_done = 0
+        self._conn: Connection | None = None
+        self._next: ClaimedJob | None = None
+        self._db_down = False
+        self.housekeeper = Housekeeper(
+            config, self.worker_id, self.log, self.notifier, on_grace_expired=self._grace_expired
+        )
+        self.listener: Listener | None = None
+        self.children: ChildRunner | None = None
+        self.on_job_start: Callable[[ClaimedJob], None] | None = None  # test hook
+
+    # --- control ----------------------------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "signal") -> None:
+        """First call: stop claiming and let the running job finish within the grace period; second: cut it short."""
+        if self.stop_event.is_set():
+            self.hard_stop.set()
+            self.housekeeper.grace_deadline = time.monotonic()
+        else:
+            self.stop_event.set()
+            self.housekeeper.grace_deadline = time.monotonic() + self.config.daemon.shutdown_grace_seconds
+        running = self.housekeeper.running()
+        if running is not None:
+            running.ctx.stop_event.set()
+        self.wake.set()
+        self.housekeeper.poke.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the config at the next cycle."""
+        self.reload_requested.set()
+        self.wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested."""
+        return self.stop_event.is_set()
+
+    # --- connections -----------------------------------------------------------------------------------
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.config, purpose="worker")
+            # prepare the hot statements at once rather than after five uses
+            self._conn.prepare_threshold = 0
+        return self._conn
+
+    def _db(self, fn: Callable[[Connection], T], *, must_finish: bool = False) -> T:
+        """Run fn on the main connection, reconnecting with backoff while the server is unavailable."""
+        if not self._db_down and self._conn is not None and not self._conn.closed:
+            try:
+                return fn(self._conn)  # the hot path: no retry machinery unless something failed
+            except DB_UNAVAILABLE as exc:
+                self.log.warning("db_unavailable", error=str(exc).strip()[:200])
+                self.notifier.status("db unavailable")
+                self._db_down = True
+                self._drop_conn()
+        stop = self.hard_stop if must_finish else self.stop_event
+
+        def on_retry(state: Any) -> None:
+            if not self._db_down:
+                exc = state.outcome.exception() if state.outcome else None
+                self.log.warning("db_unavailable", error=str(exc).strip()[:200])
+                self.notifier.status("db unavailable")
+            self._db_down = True
+            self._drop_conn()
+
+        for attempt in retrying(stop, on_retry=on_retry):
+            with attempt:
+                conn = self._connection()
+                if self._db_down:
+                    self._db_down = False
+                    self.log.info("db_reconnected")
+                    self.notifier.status("idle")
+                    # a claim whose commit we never saw leaves a job we don't run: put it back uncharged
+                    keep = self.housekeeper.running()
+                    released = store.release_worker_jobs(conn, self.worker_id, keep.job.id if keep else None)
+                    if released:
+                        self.log.info("jobs_released", job_ids=released)
+                return fn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop_conn(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # the connection is already broken
+                self.log.debug("close_failed")
+            self._conn = None
+
+    # --- one cycle ---------------------------------------------------------------------------------------
+
+    def _claim_params(self) -> tuple[str, str, int | None, tuple[str, ...]]:
+        return (
+            self.config.job_processing.queue_priority,
+            self.worker_id,
+            self.config.user_limit,
+            self.housekeeper.paused,
+        )
+
+    def _may_claim(self) -> bool:
+        if self.stopping or "*" in self.housekeeper.paused:
+            return False
+        return self.max_jobs is None or self.jobs_done < self.max_jobs
+
+    def claim(self) -> ClaimedJob | None:
+        """Claim one job (retrying once more on a slot race with another daemon)."""
+
+        def attempt(conn: Connection) -> ClaimedJob | None:
+            for _ in range(3):
+                try:
+                    return store.claim(conn, *self._claim_params())
+                except psycopg.errors.UniqueViolation:
+                    continue  # another daemon took the same user slot at the same instant
+            return None
+
+        return self._db(attempt)
+
+    def run_once(self) -> bool:
+        """Claim (or take the job claimed with the last record), run and record one job; False when idle."""
+        self.housekeeper.loop_tick = time.monotonic()
+        job, self._next = self._next, None
+        if job is None:
+            if not self._may_claim():
+                return False
+            job = self.claim()
+            if job is None:
+                return False
+        outcome, running = self._execute(job)
+        self.jobs_done += 1
+        self._record(job, outcome, running, claim_next=self._may_claim())
+        return True
+
+    def _execute(self, job: ClaimedJob) -> tuple[Outcome, Running]:
+        structlog.contextvars.bind_contextvars(
+            job_id=job.id, job_type=job.job_type, user_id=job.user_id, attempt=job.attempts
+        )
+        ctx = WorkflowContext(
+            job_id=job.id,
+            job_type=job.job_type,
+            attempt=job.attempts,
+            user_id=job.user_id,
+            business_description=job.business_description,
+            metadata={},
+            file=None,
+            logger=self.log,
+            settings=self._workflow_settings(),
+            created_at=job.created_at,
+        )
+        if job.cancel_requested:
+            ctx.cancel_event.set()
+        process_mode = self.config.execution_mode_for(job.job_type) == "process"
+        timeout = float(job.timeout_seconds or self.config.scheduler_settings.job_timeout_minutes * 60)
+        running = self.housekeeper.set_running(
+            job, ctx, supervised_by_main=process_mode, timeout_seconds=timeout
+        )
+        self.log.debug("job_claimed")
+        if self.on_job_start is not None:
+            self.on_job_start(job)
+        try:
+            ctx.metadata = check_job(job, self.config.job_processing.max_metadata_bytes)
+            workflow = self.registry.get(job.job_type)
+            if job.file_id is not None:
+                ctx.file = self._load_file(job.file_id)
+            if process_mode:
+                outcome = self._children().run(
+                    job, ctx, self.worker_id, self.policy, self._supervision(running)
+                )
+            else:
+                outcome = run_inline(workflow, ctx, job, self.policy, self.worker_id)
+        except PermanentError as exc:
+            outcome = failed_outcome(exc, job, self.policy, self.worker_id)
+        finally:
+            self.housekeeper.clear_running()
+        return outcome, running
+
+    def _children(self) -> ChildRunner:
+        if self.children is None:
+            self.children = ChildRunner(self.config, self.policy, self.log)
+        return self.children
+
+    def _supervision(self, running: Running) -> Supervision:
+        c = self.config
+        return Supervision(
+            timeout_seconds=running.timeout_seconds,
+            max_processing_seconds=c.job_processing.max_processing_time_minutes * 60,
+            cancel_grace_seconds=c.daemon.cancel_grace_seconds,
+            force_cancel=lambda: running.force,
+            stop_deadline=lambda: self.housekeeper.grace_deadline,
+        )
+
+    def _workflow_settings(self) -> WorkflowSettings:
+        p = self.config.job_processing
+        return WorkflowSettings(
+            file_root=p.file_root,
+            analysis_max_rows=p.analysis_max_rows,
+            analysis_max_bytes=p.analysis_max_bytes,
+        )
+
+    def _load_file(self, file_id: str) -> FileInfo | None:
+        def load(conn: Connection) -> dict[str, Any] | None:
+            store.mark_file_processing(conn, file_id)
+            return store.get_file(conn, file_id)
+
+        row = self._db(load)
+        if row is None:
+            return None
+        return FileInfo(str(row["id"]), row["file_path"], row["original_name"], row["status"])
+
+    def _record(self, job: ClaimedJob, outcome: Outcome, running: Running, *, claim_next: bool) -> None:
+        """Write the outcome under the lease, and claim the next job in the same transaction when allowed."""
+        try:
+            recorded, self._next = self._db(
+                lambda conn: self._write(conn, job, outcome, claim_next), must_finish=True
+            )
+        except psycopg.Error as exc:
+            if isinstance(exc, DB_UNAVAILABLE):
+                raise
+            # the outcome itself could not be stored (e.g. a value the database refuses): fail the job with why
+            self.log.error("job_record_failed", error=str(exc).strip()[:500])
+            fallback = failed_outcome(
+                exc,
+                job,
+                self.policy,
+                self.worker_id,
+                error=error_record(exc, job, self.worker_id, "RecordError"),
+                permanent=True,
+            )
+            recorded, self._next = self._db(
+                lambda conn: self._write(conn, job, fallback, False), must_finish=True
+            )
+            outcome = fallback
+        if not recorded:
+            state = self._db(
+                lambda conn: store.job_lease_state(conn, job.id, job.lease_token), must_finish=True
+            )
+            # our own write whose commit we did not see (the connection dropped) is not a lost lease
+            if not (state and state["ours"] and state["status"] != JobStatus.PROCESSING):
+                self.log.warning("lease_lost", status=state["status"] if state else None)
+                structlog.contextvars.clear_contextvars()
+                return
+        self._log_outcome(outcome, running)
+        structlog.contextvars.clear_contextvars()
+
+    def _write(
+        self, conn: Connection, job: ClaimedJob, outcome: Outcome, claim_next: bool
+    ) -> tuple[bool, ClaimedJob | None]:
+        if not claim_next:
+            return store.finish(conn, job, outcome), None
+        try:
+            return store.finish_and_claim(conn, job, outcome, *self._claim_params())
+        except psycopg.errors.UniqueViolation:
+            # the claim half lost a slot race and took the record half down with it: record alone
+            recorded = store.finish(conn, job, outcome)
+            return recorded, None
+
+    def _log_outcome(self, outcome: Outcome, running: Running) -> None:
+        duration_ms = round((time.monotonic() - running.since) * 1000, 2)
+        if outcome.status == JobStatus.PENDING and outcome.uncharge:
+            self.log.info("job_interrupted", duration_ms=duration_ms)
+        elif outcome.status == JobStatus.PENDING:
+            self.log.warning(
+                "job_retry_scheduled",
+                duration_ms=duration_ms,
+                delay_seconds=round(outcome.delay_seconds, 2),
+                error=outcome.error_message,
+            )
+        elif outcome.status == JobStatus.COMPLETED:
+            self.log.info("job_completed", duration_ms=duration_ms, insights=len(outcome.insights))
+        else:
+            self.log.warning(
+                _OUTCOME_EVENTS[outcome.status], duration_ms=duration_ms, error=outcome.error_message
+            )
+
+    def _grace_expired(self, conn: Connection | None, running: Running) -> None:
+        """Called by the housekeeper when the grace period ends with an inline job still running."""
+        self.log.warning("shutdown_grace_expired", job_id=running.job.id)
+        outcome = interrupted_outcome(running.job, self.worker_id, "shutdown grace period expired")
+        if conn is not None:
+            try:
+                store.finish(conn, running.job, outcome)
+                self._release_prefetched(conn)
+                store.worker_unregister(conn, self.worker_id)
+            except psycopg.Error as exc:
+                self.log.error("put_back_failed", error=str(exc).strip()[:200])
+        self.log.info("job_interrupted", job_id=running.job.id)
+        self.log.info("worker_stopped", jobs_done=self.jobs_done, exit_code=EXIT_CLEAN)
+        self.notifier.stopping()
+        # a thread cannot be killed: the job was put back, so ending the process is the interruption
+        os._exit(EXIT_CLEAN)
+
+    def _release_prefetched(self, conn: Connection) -> None:
+        nxt, self._next = self._next, None
+        if nxt is not None:
+            store.finish(
+                conn, nxt, interrupted_outcome(nxt, self.worker_id, "daemon stopping before it started")
+            )
+
+    # --- the loop ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, check the schema, announce the worker and start the helper threads."""
+        conn = self._db(lambda c: c)
+        migrate.check(conn)
+        store.worker_register(conn, self.worker_id, *_host_pid(), "idle", _version())
+        released = store.release_worker_jobs(conn, self.worker_id, None)
+        if released:
+            self.log.info("jobs_released", job_ids=released)
+        if not self.config.job_processing.auto_start_processing:
+            store.pause_all_if_absent(conn, self.worker_id)
+            self.log.warning("worker_started_paused", hint="run `job_cron resume` to start processing")
+        self.housekeeper.paused = tuple(store.paused_types(conn))
+        self.housekeeper.state = "idle"
+        self.housekeeper.start()
+        if self.config.daemon.listen:
+            self.listener = Listener(
+                self.config,
+                self.wake,
+                self.log,
+                on_cancel=self.housekeeper.cancel_requested,
+                on_control=self._control_changed,
+            )
+            self.listener.start()
+        self.log.info(
+            "worker_started",
+            config=_loggable_config(self.config),
+            workflows=self.registry.names(),
+            listen=self.config.daemon.listen,
+        )
+        self.notifier.ready("idle")
+
+    def _control_changed(self) -> None:
+        self.housekeeper.pauses_dirty.set()
+        self.housekeeper.poke.set()
+        self.wake.set()
+
+    def run(self) -> int:
+        """Loop until stopped (or until --max-jobs / --once say so); returns the exit code."""
+        self.start()
+        try:
+            while not self.stopping:
+                self.wake.clear()
+                if self.reload_requested.is_set():
+                    self._reload()
+                if self.run_once():
+                    if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
+                        self.log.info("max_jobs_reached", max_jobs=self.max_jobs)
+                        break
+                    continue
+                if self.once and not self.stopping:
+                    break
+                self.housekeeper.loop_tick = time.monotonic()
+                self.wake.wait(self._idle_wait())
+        finally:
+            self.shutdown()
+        return EXIT_CLEAN
+
+    def _idle_wait(self) -> float:
+        """The poll interval, shortened to when the next retry or delayed job becomes due."""
+        interval = self.config.poll_interval_seconds
+        due = self._db(store.next_due_in)
+        return interval if due is None else max(0.01, min(interval, due))
+
+    def _reload(self) -> None:
+        self.reload_requested.clear()
+        if self.reload_config is None:
+            return
+        self.notifier.reloading()
+        try:
+            new = self.reload_config()
+        except Exception as exc:  # a bad edit must not stop a running daemon
+            self.log.error("config_reload_failed", error=str(exc))
+            self.notifier.status("idle")
+            return
+        self.config = new
+        self.housekeeper.config = new
+        self.policy = RunPolicy.from_config(new)
+        if self.children is not None:
+            self.children.close()  # the next job starts a child with the new settings
+            self.children = None
+        from jobcron import logs
+
+        logs.configure(new.logging.level, new.logging.format)
+        self.log.info("config_reloaded", config=_loggable_config(new))
+        self.notifier.send("READY=1\nSTATUS=idle")
+
+    def shutdown(self) -> None:
+        """Stop the threads, put back a prefetched job, remove the worker row."""
+        self.notifier.stopping()
+        if self.listener is not None:
+            self.listener.halt.set()
+        self.housekeeper.halt.set()
+        if self.children is not None:
+            self.children.close()
+        try:
+            self._db(self._release_and_unregister, must_finish=True)
+        except psycopg.Error as exc:
+            self.log.error("unregister_failed", error=str(exc).strip()[:200])
+        self._drop_conn()
+        self.log.info("worker_stopped", jobs_done=self.jobs_done, exit_code=EXIT_CLEAN)
+
+    def _release_and_unregister(self, conn: Connection) -> None:
+        self._release_prefetched(conn)
+        store.worker_unregister(conn, self.worker_id)
+
+
+def _loggable_config(config: Config) -> dict[str, Any]:
+    data = config_as_dict(config)
+    return {k: data[k] for k in ("database", "scheduler_settings", "job_processing", "daemon")}
+
+
+def _host_pid() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+def _version() -> str:
+    from jobcron import __version__
+
+    return __version__
+
+
+__all__ = ["DB_UNAVAILABLE", "Worker", "default_worker_id"]

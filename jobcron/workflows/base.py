@@ -1,0 +1,83 @@
+"""What a workflow receives and returns; workflows import this, never the store or psycopg."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from jobcron.errors import JobCancelled
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """The `files` row a job points at."""
+
+    id: str
+    file_path: str
+    original_name: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class Insight:
+    """One row for the `insights` table, stored in the transaction that completes the job."""
+
+    insight_type: str
+    content: Mapping[str, Any]
+    confidence_score: float | None = None
+
+
+@dataclass
+class WorkflowResult:
+    """A workflow's return value: a JSON-serialisable result and optional insight rows."""
+
+    result: Any = None
+    insights: list[Insight] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WorkflowSettings:
+    """Settings from config that workflows may need."""
+
+    file_root: str | None = None
+    analysis_max_rows: int = 10_000_000
+    analysis_max_bytes: int = 2 * 1024 * 1024 * 1024
+
+
+@dataclass
+class WorkflowContext:
+    """Everything a workflow may look at: the job, its parameters, its file, a logger, stop signals."""
+
+    job_id: str
+    job_type: str
+    attempt: int
+    user_id: str | None
+    business_description: str | None
+    metadata: Mapping[str, Any]
+    file: FileInfo | None
+    logger: Any
+    settings: WorkflowSettings = field(default_factory=WorkflowSettings)
+    created_at: datetime | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def should_stop(self) -> bool:
+        """True when the daemon is shutting down or the job was cancelled."""
+        return self.stop_event.is_set() or self.cancel_event.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        """True when an operator asked to cancel this job."""
+        return self.cancel_event.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if the job was cancelled; long workflows call this between steps."""
+        if self.cancel_event.is_set():
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
+
+Workflow = Callable[[WorkflowContext], Any]

@@ -1,0 +1,102 @@
+"""Run `job_cron run` as a real subprocess and read its JSON log lines."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(path: Path, **sections: dict[str, Any]) -> Path:
+    """A config file for a test daemon."""
+    path.write_text(json.dumps(sections))
+    return path
+
+
+class Daemon:
+    """A `job_cron run` process whose stderr log lines are collected as they come."""
+
+    def __init__(self, dsn: str, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        full_env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "PYTHONPATH": str(REPO),
+            "JOB_CRON_LOG_FORMAT": "json",
+            **(env or {}),
+        }
+        full_env.pop("POSTGRES_URL", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jobcron", "--config", str(config), "--log-level", "debug", "run", *args],
+            cwd=REPO,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.raw.append(line)
+                with contextlib.suppress(json.JSONDecodeError):
+                    self.lines.append(json.loads(line))
+                self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> dict[str, Any]:
+        """The first log line matching predicate, waiting for it to be written."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if predicate(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(
+                        f"no matching log line in {timeout}s; log:\n{''.join(self.raw[-40:])}"
+                    )
+                self._cond.wait(min(left, 0.2))
+
+    def wait_event(self, event: str, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
+        """The first log line with this event name (and field values)."""
+        return self.wait_for(
+            lambda line: line.get("event") == event and all(line.get(k) == v for k, v in fields.items()),
+            timeout,
+        )
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """Every log line with this event name so far."""
+        with self._cond:
+            return [line for line in self.lines if line.get("event") == event]
+
+    def signal(self, sig: int) -> None:
+        """Send a signal to the daemon."""
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for the process to end and return its exit code."""
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def stop(self) -> None:
+        """Make sure the process is gone (test teardown)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)

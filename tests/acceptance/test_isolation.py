@@ -1,0 +1,143 @@
+"""Process mode: timeouts, cancels, crashes and memory limits end only the job; the daemon goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobcron.config import Config
+from jobcron.worker import Worker
+from tests import workflows
+from tests.acceptance.daemon import Daemon, write_config
+from tests.factories import insert_job, job
+
+pytestmark = pytest.mark.acceptance
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+@pytest.fixture
+def process_config(make_config: Any) -> Config:
+    cfg: Config = make_config(
+        workflows=workflows.ALL,
+        job_processing={"execution_mode": "process", "memory_limit_mb": 300},
+        daemon={"cancel_grace_seconds": 0.5},
+        scheduler_settings={"max_retries": 0},
+    )
+    return cfg
+
+
+def drain(worker: Worker) -> None:
+    while worker.run_once():
+        pass
+
+
+def test_timeout_kills_the_job_and_follows_the_retry_policy(conn: Conn, process_config: Config) -> None:
+    job_id = insert_job(conn, job_type="hang", timeout_seconds=1)
+    after = insert_job(conn, job_type="noop")
+    worker = Worker(process_config)
+    t0 = time.monotonic()
+    drain(worker)
+    assert time.monotonic() - t0 < 8
+    row = job(conn, job_id)
+    assert row["status"] == "failed"
+    assert "timed out after 1 s" in row["error_message"]
+    assert job(conn, after)["status"] == "completed"
+    worker.children and worker.children.close()
+
+
+def test_timeout_with_retries_left_goes_back_to_pending(conn: Conn, make_config: Any) -> None:
+    config: Config = make_config(workflows=workflows.ALL, job_processing={"execution_mode": "process"})
+    job_id = insert_job(conn, job_type="hang", timeout_seconds=1, max_retries=2)
+    worker = Worker(config)
+    worker.run_once()
+    row = job(conn, job_id)
+    assert row["status"] == "pending" and row["retry_count"] == 1 and row["errors"][0]["type"] == "JobTimeout"
+    worker.children and worker.children.close()
+
+
+@pytest.mark.parametrize(
+    ("job_type", "cause"),
+    [("segfault", "signal SIGSEGV"), ("exit_now", "exit code 7"), ("hog", "MemoryError")],
+)
+def test_crashes_are_contained(conn: Conn, process_config: Config, job_type: str, cause: str) -> None:
+    job_id = insert_job(conn, job_type=job_type)
+    after = insert_job(conn, job_type="with_insights")
+    worker = Worker(process_config)
+    drain(worker)
+    row = job(conn, job_id)
+    assert row["status"] == "failed"
+    assert cause in row["error_message"] or cause == row["errors"][-1]["type"], row["error_message"]
+    assert job(conn, after)["status"] == "completed"
+    worker.children and worker.children.close()
+
+
+def test_workflows_run_in_another_process(conn: Conn, process_config: Config, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    insert_job(conn, job_type="record", metadata={"log": str(log)})
+    worker = Worker(process_config)
+    drain(worker)
+    pid = int(log.read_text().split()[1])
+    assert pid != os.getpid()
+    worker.children and worker.children.close()
+
+
+def test_daemon_rss_stays_flat_over_many_process_jobs(conn: Conn, process_config: Config) -> None:
+    conn.execute("INSERT INTO processing_jobs (job_type) SELECT 'noop' FROM generate_series(1, 1000)")
+    worker = Worker(process_config, max_jobs=100)
+    drain(worker)
+    before = _rss_kb()
+    worker.max_jobs = None
+    drain(worker)
+    growth_mb = (_rss_kb() - before) / 1024
+    assert conn.execute("SELECT count(*) AS n FROM processing_jobs WHERE status='completed'").fetchone() == {
+        "n": 1000
+    }
+    assert growth_mb < 5, f"daemon RSS grew {growth_mb:.1f} MB over 900 process-mode jobs"
+    assert worker.children is not None and worker.children.children_started == 1  # one warm child served all
+    worker.children.close()
+
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize(("job_type", "force"), [("cooperative", False), ("hang", False), ("hang", True)])
+def test_cancel_of_a_running_job_on_another_daemon(
+    conn: Conn, dsn: str, tmp_path: Path, job_type: str, force: bool
+) -> None:
+    config = write_config(
+        tmp_path / "c.json",
+        workflows=workflows.ALL,
+        job_processing={"execution_mode": "process"},
+        daemon={"cancel_grace_seconds": 1, "heartbeat_interval_seconds": 0.5},
+    )
+    d = Daemon(dsn, config, "--worker-id", "remote")
+    try:
+        d.wait_event("worker_started")
+        job_id = insert_job(conn, job_type=job_type)
+        d.wait_event("job_claimed", job_id=job_id)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        conn.execute("UPDATE processing_jobs SET cancel_requested = true WHERE id = %s", (job_id,))
+        if force:
+            conn.execute("SELECT pg_notify('jobcron_cancel', %s)", (f"{job_id}:force",))
+        d.wait_event("job_cancelled", timeout=10, job_id=job_id)
+        took = time.monotonic() - t0
+        assert took < 2.5, f"cancel took {took:.2f}s"
+        if force:
+            assert took < 1.5
+        row = job(conn, job_id)
+        assert row["status"] == "cancelled" and row["completed_at"] is not None
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit() == 0
+    finally:
+        d.stop()

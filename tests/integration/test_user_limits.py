@@ -1,0 +1,173 @@
+"""Per-user limits: race-free under many daemons, fair to light users, seed 000's user flow."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobcron import store
+from jobcron.config import Config
+from jobcron.worker import Worker
+from jobcron.workflows.base import WorkflowContext
+from tests.factories import insert_job, job
+
+Conn = psycopg.Connection[dict[str, Any]]
+SPANS: list[tuple[str, float, float]] = []
+SPANS_LOCK = threading.Lock()
+
+
+def timed(ctx: WorkflowContext) -> None:
+    """Records its own start and end: the span inside which the user's slot is certainly held."""
+    start = time.monotonic()
+    time.sleep(float(ctx.metadata.get("seconds", 0.002)))
+    end = time.monotonic()
+    with SPANS_LOCK:
+        SPANS.append((ctx.user_id or "", start, end))
+
+
+def max_overlap(spans: list[tuple[str, float, float]]) -> dict[str, int]:
+    """The high-water mark of concurrently running jobs per user."""
+    events: dict[str, list[tuple[float, int]]] = {}
+    for user, start, end in spans:
+        events.setdefault(user, []).extend([(start, 1), (end, -1)])
+    peaks: dict[str, int] = {}
+    for user, items in events.items():
+        level = peak = 0
+        for _, delta in sorted(items, key=lambda e: (e[0], e[1])):  # ends before starts at a tie
+            level += delta
+            peak = max(peak, level)
+        peaks[user] = peak
+    return peaks
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_limit_holds_under_eight_daemons_with_skewed_load(conn: Conn, make_config: Any, limit: int) -> None:
+    SPANS.clear()
+    heavy = [("heavy", 0.002)] * 300
+    light = [(f"light{i}", 0.002) for i in range(20) for _ in range(5)]
+    for user, seconds in heavy + light:  # the heavy user's jobs are all ahead in the queue
+        insert_job(conn, job_type="timed", user_id=user, metadata={"seconds": seconds})
+    config: Config = make_config(
+        workflows={"timed": "tests.integration.test_user_limits:timed"},
+        scheduler_settings={"max_concurrent_jobs_per_user": limit},
+    )
+    finished_at: dict[str, float] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        worker = Worker(config, worker_id=f"w{i}")
+        try:
+            while True:
+                if not worker.run_once():
+                    if store.count_by_status(worker._connection()).get("pending", 0) == 0:
+                        return
+                    time.sleep(0.001)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors
+    peaks = max_overlap(SPANS)
+    assert max(peaks.values()) <= limit, peaks
+    assert peaks["heavy"] == limit  # the limit was reached, so the test could have failed
+    stats = conn.execute(
+        "SELECT count(*) AS n, max(attempts) AS hi FROM processing_jobs WHERE status = 'completed'"
+    ).fetchone()
+    assert stats == {"n": 400, "hi": 1}
+    for user, _start, end in SPANS:
+        finished_at[user] = max(finished_at.get(user, 0.0), end)
+    last_light = max(v for k, v in finished_at.items() if k.startswith("light"))
+    assert last_light < finished_at["heavy"]  # light users were not stuck behind the heavy one
+    assert conn.execute(
+        "SELECT count(*) AS n FROM processing_jobs WHERE user_slot IS NOT NULL AND status = 'processing'"
+    ).fetchone() == {"n": 0}
+
+
+def test_seed_000_user_flow(conn: Conn, make_config: Any) -> None:
+    config: Config = make_config()
+    a, b = Worker(config, worker_id="a"), Worker(config, worker_id="b")
+    job1 = insert_job(conn, job_type="noop", user_id="A", business_description="File1")
+    job2 = insert_job(conn, job_type="noop", user_id="A", business_description="File2")
+    job3 = insert_job(conn, job_type="noop", user_id="B", business_description="File3")
+    first = a.claim()
+    assert first is not None and first.id == job1  # Job1 processing
+    second = b.claim()
+    assert second is not None and second.id == job3  # Job2 waits; Job3 runs at once
+    assert job(conn, job2)["status"] == "pending"
+    assert b.claim() is None  # nothing else is allowed
+    outcome, running = a._execute(first)
+    a._record(first, outcome, running, claim_next=True)  # Job1 completes ...
+    assert a._next is not None and a._next.id == job2  # ... and Job2 starts in the same transaction
+    assert job(conn, job2)["status"] == "processing"
+
+
+def test_jobs_without_user_are_not_limited(conn: Conn, make_config: Any) -> None:
+    config: Config = make_config()
+    ids = [insert_job(conn, job_type="noop") for _ in range(3)]
+    workers = [Worker(config, worker_id=f"w{i}") for i in range(3)]
+    claimed = [w.claim() for w in workers]
+    assert sorted(c.id for c in claimed if c) == sorted(ids)
+
+
+def test_limit_off_lets_a_user_run_many(conn: Conn, make_config: Any) -> None:
+    config: Config = make_config(job_processing={"single_job_per_user": False})
+    for _ in range(3):
+        insert_job(conn, job_type="noop", user_id="A")
+    workers = [Worker(config, worker_id=f"w{i}") for i in range(3)]
+    assert all(w.claim() is not None for w in workers)
+
+
+def test_slot_index_refuses_a_second_slot_even_for_a_hand_written_update(conn: Conn) -> None:
+    insert_job(conn, job_type="noop", user_id="A", status="processing", user_slot=1)
+    other = insert_job(conn, job_type="noop", user_id="A")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute(
+            "UPDATE processing_jobs SET status='processing', lease_token=gen_random_uuid(), locked_by='x', "
+            "started_at=now(), heartbeat_at=now(), user_slot=1 WHERE id=%s",
+            (other,),
+        )
+
+
+def test_rescue_frees_the_slot(conn: Conn, make_config: Any) -> None:
+    config: Config = make_config()
+    stuck = insert_job(
+        conn,
+        job_type="noop",
+        user_id="A",
+        status="processing",
+        user_slot=1,
+        heartbeat_at="2000-01-01T00:00:00Z",
+        started_at="2000-01-01T00:00:00Z",
+    )
+    waiting = insert_job(conn, job_type="noop", user_id="A")
+    worker = Worker(config)
+    assert worker.claim() is None
+    store.rescue_stale_jobs(
+        conn,
+        worker_id="r",
+        stale_after_seconds=60,
+        max_processing_seconds=10**9,
+        retry_failed_jobs=True,
+        default_max_retries=3,
+    )
+    claimed = worker.claim()
+    assert claimed is not None and claimed.id in (stuck, waiting)
+
+
+def test_per_user_counts(conn: Conn) -> None:
+    insert_job(conn, job_type="noop", user_id="A", status="processing", user_slot=1)
+    insert_job(conn, job_type="noop", user_id="A")
+    insert_job(conn, job_type="noop", user_id="A")
+    insert_job(conn, job_type="noop", user_id="B", status="processing", user_slot=1)
+    rows = store.users_with_pending_jobs(conn)
+    assert rows == [{"user_id": "A", "pending": 2, "running": 1}]
+    active = store.user_active_jobs(conn, "A")
+    assert [r["status"] for r in active] == ["processing", "pending", "pending"]

@@ -1,0 +1,313 @@
+"""The claim-run-record cycle against a real database, driven through Worker.run_once()."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobcron import store
+from jobcron.config import Config
+from jobcron.worker import Worker
+from tests import workflows
+from tests.factories import insert_file, insert_job, job
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+@pytest.fixture
+def config(make_config: Any) -> Config:
+    cfg: Config = make_config(
+        workflows=workflows.ALL,
+        retry={"in_process_attempts": 2, "in_process_backoff_seconds": 0.0, "durable_backoff_seconds": 5},
+    )
+    return cfg
+
+
+def drain(worker: Worker) -> int:
+    n = 0
+    while worker.run_once():
+        n += 1
+    return n
+
+
+def test_noop_job_completes(conn: Conn, config: Config) -> None:
+    job_id = insert_job(conn, job_type="noop")
+    worker = Worker(config)
+    assert worker.run_once() is True
+    assert worker.run_once() is False
+    row = job(conn, job_id)
+    assert row["status"] == "completed"
+    assert row["completed_at"] is not None and row["started_at"] is not None
+    assert row["attempts"] == 1 and row["retry_count"] == 0
+    assert row["locked_by"] == worker.worker_id
+
+
+def test_fifo_and_priority_orders(conn: Conn, make_config: Any) -> None:
+    low = insert_job(conn, job_type="noop", priority=0)
+    high = insert_job(conn, job_type="noop", priority=10)
+    fifo = Worker(make_config())
+    claimed = fifo.claim()
+    assert claimed is not None and claimed.id == low
+    conn.execute("UPDATE processing_jobs SET status='pending', lease_token=NULL WHERE id=%s", (low,))
+    by_priority = Worker(make_config(job_processing={"queue_priority": "priority"}))
+    claimed = by_priority.claim()
+    assert claimed is not None and claimed.id == high
+
+
+def test_future_and_cancelled_jobs_are_not_claimed(conn: Conn, config: Config) -> None:
+    insert_job(conn, job_type="noop", scheduled_at=datetime.now(UTC) + timedelta(hours=1))
+    insert_job(conn, job_type="noop", cancel_requested=True)
+    assert Worker(config).claim() is None
+
+
+def test_insights_and_result_are_recorded_once(conn: Conn, config: Config) -> None:
+    path = insert_file(conn, "/data/x.csv")
+    job_id = insert_job(conn, job_type="with_insights", file_id=path)
+    Worker(config).run_once()
+    row = job(conn, job_id)
+    assert row["status"] == "completed"
+    assert row["result"] == {"job": job_id}
+    insights = conn.execute(
+        "SELECT insight_type, confidence_score, file_id FROM insights WHERE job_id=%s ORDER BY 1", (job_id,)
+    ).fetchall()
+    assert [(i["insight_type"], float(i["confidence_score"])) for i in insights] == [
+        ("detail", 0.5),
+        ("summary", 0.9),
+    ]
+    assert all(str(i["file_id"]) == path for i in insights)
+    file_status = conn.execute("SELECT status FROM files WHERE id=%s", (path,)).fetchone()
+    assert file_status is not None and file_status["status"] == "analysed"
+
+
+def test_error_becomes_durable_retry_then_failed(conn: Conn, config: Config) -> None:
+    job_id = insert_job(conn, job_type="boom", max_retries=1)
+    worker = Worker(config)
+    before = datetime.now(UTC)
+    assert worker.run_once()
+    row = job(conn, job_id)
+    assert row["status"] == "pending" and row["retry_count"] == 1
+    assert row["scheduled_at"] >= before + timedelta(seconds=2.4)  # half the 5 s backoff at least
+    assert "boom: something broke" in row["error_message"]
+    assert worker.run_once() is False  # not due yet
+    conn.execute("UPDATE processing_jobs SET scheduled_at = now() WHERE id=%s", (job_id,))
+    assert worker.run_once()
+    row = job(conn, job_id)
+    assert row["status"] == "failed" and row["retry_count"] == 1 and row["attempts"] == 2
+    assert [e["type"] for e in row["errors"]] == ["ValueError", "ValueError"]
+    assert all(e["worker"] == worker.worker_id and "Traceback" in e["traceback"] for e in row["errors"])
+
+
+def test_retry_disabled_fails_at_once(conn: Conn, make_config: Any) -> None:
+    job_id = insert_job(conn, job_type="boom")
+    Worker(make_config(workflows=workflows.ALL, scheduler_settings={"retry_failed_jobs": False})).run_once()
+    assert job(conn, job_id)["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("job_type", "metadata", "message"),
+    [
+        ("permanent", {}, "permanent: the input can never work"),
+        ("no_such_type", {}, "unknown job_type 'no_such_type'"),
+        ("needs_key", {}, "metadata.key is required"),
+        ("unserialisable", {}, "not JSON-serialisable"),
+    ],
+)
+def test_permanent_errors_fail_at_once(
+    conn: Conn, config: Config, job_type: str, metadata: dict[str, Any], message: str
+) -> None:
+    job_id = insert_job(conn, job_type=job_type, metadata=metadata)
+    ok_id = insert_job(conn, job_type="noop")
+    worker = Worker(config)
+    assert drain(worker) == 2
+    row = job(conn, job_id)
+    assert row["status"] == "failed" and row["retry_count"] == 0
+    assert message in row["error_message"]
+    assert job(conn, ok_id)["status"] == "completed"
+
+
+def test_null_metadata_is_an_empty_object(conn: Conn, config: Config) -> None:
+    job_id = insert_job(conn, job_type="noop", metadata=None)
+    Worker(config).run_once()
+    assert job(conn, job_id)["status"] == "completed"
+
+
+def test_huge_metadata_fails_clearly(conn: Conn, make_config: Any) -> None:
+    job_id = insert_job(conn, job_type="noop", metadata={"blob": "x" * 5000})
+    Worker(make_config(job_processing={"max_metadata_bytes": 1000})).run_once()
+    row = job(conn, job_id)
+    assert row["status"] == "failed" and "max_metadata_bytes" in row["error_message"]
+
+
+def test_transient_errors_are_retried_in_process(conn: Conn, config: Config, tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    job_id = insert_job(conn, job_type="flaky", metadata={"counter": str(counter), "failures": 1})
+    Worker(config).run_once()
+    row = job(conn, job_id)
+    assert row["status"] == "completed" and row["attempts"] == 1 and row["result"] == {"calls": 2}
+
+
+def test_late_writer_with_lost_lease_writes_nothing(conn: Conn, config: Config) -> None:
+    job_id = insert_job(conn, job_type="noop")
+    worker = Worker(config)
+    claimed = worker.claim()
+    assert claimed is not None
+    # another worker rescued and re-claimed it meanwhile
+    conn.execute(
+        "UPDATE processing_jobs SET lease_token = gen_random_uuid(), locked_by='other' WHERE id=%s", (job_id,)
+    )
+    outcome, running = worker._execute(claimed)
+    worker._record(claimed, outcome, running, claim_next=False)
+    row = job(conn, job_id)
+    assert row["status"] == "processing" and row["locked_by"] == "other"
+    assert conn.execute("SELECT count(*) AS n FROM insights").fetchone() == {"n": 0}
+
+
+def test_rescue_stale_jobs_with_a_moved_clock(conn: Conn) -> None:
+    long_ago = datetime.now(UTC) - timedelta(minutes=10)
+    retried = insert_job(
+        conn, job_type="noop", status="processing", heartbeat_at=long_ago, started_at=long_ago
+    )
+    exhausted = insert_job(
+        conn, job_type="noop", status="processing", heartbeat_at=long_ago, started_at=long_ago, retry_count=3
+    )
+    fresh = insert_job(conn, job_type="noop", status="processing")
+    rows = store.rescue_stale_jobs(
+        conn,
+        worker_id="rescuer",
+        stale_after_seconds=60,
+        max_processing_seconds=3600,
+        retry_failed_jobs=True,
+        default_max_retries=3,
+    )
+    assert {str(r["id"]) for r in rows} == {retried, exhausted}
+    assert job(conn, retried)["status"] == "pending" and job(conn, retried)["retry_count"] == 1
+    assert job(conn, exhausted)["status"] == "failed"
+    assert "worker lost" in job(conn, exhausted)["error_message"]
+    assert job(conn, retried)["errors"][-1]["type"] == "WorkerLost"
+    assert job(conn, fresh)["status"] == "processing"
+    # the same call with the clock moved 2 minutes on rescues the fresh one too
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    rows = store.rescue_stale_jobs(
+        conn,
+        worker_id="rescuer",
+        stale_after_seconds=60,
+        max_processing_seconds=3600,
+        retry_failed_jobs=True,
+        default_max_retries=3,
+        now=later,
+    )
+    assert [str(r["id"]) for r in rows] == [fresh]
+
+
+def test_rescue_over_max_processing_time_fails_regardless_of_heartbeat(conn: Conn) -> None:
+    started = datetime.now(UTC) - timedelta(hours=2)
+    job_id = insert_job(
+        conn, job_type="noop", status="processing", started_at=started, heartbeat_at=datetime.now(UTC)
+    )
+    rows = store.rescue_stale_jobs(
+        conn,
+        worker_id="r",
+        stale_after_seconds=60,
+        max_processing_seconds=3600,
+        retry_failed_jobs=True,
+        default_max_retries=3,
+    )
+    assert rows and rows[0]["overdue"]
+    row = job(conn, job_id)
+    assert row["status"] == "failed" and "max_processing_time" in row["error_message"]
+
+
+def test_rerun_after_rescue_leaves_one_insight_set(conn: Conn, config: Config) -> None:
+    job_id = insert_job(conn, job_type="with_insights")
+    crashed = Worker(config)
+    claimed = crashed.claim()
+    assert claimed is not None
+    conn.execute("UPDATE processing_jobs SET heartbeat_at = now() - interval '1 hour' WHERE id=%s", (job_id,))
+    store.rescue_stale_jobs(
+        conn,
+        worker_id="r",
+        stale_after_seconds=60,
+        max_processing_seconds=7200,
+        retry_failed_jobs=True,
+        default_max_retries=3,
+    )
+    assert Worker(config).run_once()
+    # the crashed worker comes back to life and tries to record: its lease is gone
+    outcome, running = crashed._execute(claimed)
+    crashed._record(claimed, outcome, running, claim_next=False)
+    n = conn.execute("SELECT count(*) AS n FROM insights WHERE job_id=%s", (job_id,)).fetchone()
+    assert n == {"n": 2}
+    assert job(conn, job_id)["status"] == "completed"
+
+
+def test_eight_workers_claim_each_job_exactly_once(conn: Conn, config: Config, dsn: str) -> None:
+    conn.execute("INSERT INTO processing_jobs (job_type) SELECT 'noop' FROM generate_series(1, 2000)")
+    workers = [Worker(config, worker_id=f"w{i}") for i in range(8)]
+    counts: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def run(worker: Worker) -> None:
+        try:
+            counts[worker.worker_id] = drain(worker)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert sum(counts.values()) == 2000
+    assert sum(1 for c in counts.values() if c > 0) >= 2  # the work really was shared
+    stats = conn.execute(
+        "SELECT count(*) AS n, min(attempts) AS lo, max(attempts) AS hi FROM processing_jobs WHERE status='completed'"
+    ).fetchone()
+    assert stats == {"n": 2000, "lo": 1, "hi": 1}
+
+
+def test_max_jobs_and_once(conn: Conn, config: Config) -> None:
+    for _ in range(5):
+        insert_job(conn, job_type="noop")
+    worker = Worker(config, max_jobs=3, once=True)
+    assert worker.run() == 0
+    assert worker.jobs_done == 3
+    counts = store.count_by_status(conn)
+    assert counts == {"completed": 3, "pending": 2}
+    assert conn.execute("SELECT count(*) AS n FROM job_workers").fetchone() == {"n": 0}
+
+
+def test_paused_types_are_skipped(conn: Conn, config: Config) -> None:
+    paused = insert_job(conn, job_type="with_insights")
+    other = insert_job(conn, job_type="noop")
+    conn.execute("INSERT INTO job_pauses (job_type) VALUES ('with_insights')")
+    worker = Worker(config)
+    worker.housekeeper.paused = ("with_insights",)
+    assert drain(worker) == 1
+    assert job(conn, paused)["status"] == "pending" and job(conn, other)["status"] == "completed"
+
+
+def test_dedup_key_refuses_a_second_pending_job(conn: Conn) -> None:
+    first = store.insert_job(conn, job_type="noop", dedup_key="report-2026-11")
+    assert first is not None
+    assert store.insert_job(conn, job_type="noop", dedup_key="report-2026-11") is None
+    conn.execute("UPDATE processing_jobs SET status='completed', completed_at=now() WHERE id=%s", (first,))
+    assert store.insert_job(conn, job_type="noop", dedup_key="report-2026-11") is not None
+
+
+def test_unknown_lease_state_after_a_lost_commit_is_not_lease_lost(conn: Conn, config: Config) -> None:
+    job_id = insert_job(conn, job_type="noop")
+    worker = Worker(config)
+    claimed = worker.claim()
+    assert claimed is not None
+    outcome, _running = worker._execute(claimed)
+    assert store.finish(conn, claimed, outcome)  # the write landed but its answer was "lost"
+    state = store.job_lease_state(conn, job_id, claimed.lease_token)
+    assert state == {"status": "completed", "ours": True}
+    assert store.job_lease_state(conn, job_id, str(uuid.uuid4())) == {"status": "completed", "ours": False}
