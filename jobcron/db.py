@@ -55,9 +55,20 @@ def scrub(message: str, dsn: str | None) -> str:
     return message
 
 
-def connect(config: Config, *, autocommit: bool = True, purpose: str = "main") -> Connection:
-    """Open a connection with the configured timeout and an application_name that says what it is for."""
+def connect(
+    config: Config, *, autocommit: bool = True, purpose: str = "main", generic_plans: bool = False
+) -> Connection:
+    """Open a connection with the configured timeout and an application_name that says what it is for.
+
+    generic_plans: plan each prepared statement once, for the daemon's own connection: its hot
+    queries are written so that their generic plan is the good one, and re-planning them costs more
+    than running them. Every statement on that connection reads a handful of rows through an index,
+    so bitmap scans (which sort what an ordered index scan would stream) are turned off there.
+    """
     dsn = dsn_of(config)
+    extra: dict[str, Any] = (
+        {"options": "-c plan_cache_mode=force_generic_plan -c enable_bitmapscan=off"} if generic_plans else {}
+    )
     try:
         return psycopg.connect(
             dsn,
@@ -65,6 +76,7 @@ def connect(config: Config, *, autocommit: bool = True, purpose: str = "main") -
             row_factory=dict_row,
             connect_timeout=config.database.connect_timeout_seconds,
             application_name=f"{config.database.application_name}:{purpose}",
+            **extra,
         )
     except psycopg.Error as exc:
         raise type(exc)(scrub(str(exc), dsn)) from None

@@ -107,25 +107,42 @@ def check_job(job: ClaimedJob, max_metadata_bytes: int) -> Mapping[str, Any]:
 
 def call_workflow(workflow: Workflow, ctx: WorkflowContext, policy: RunPolicy) -> WorkflowResult:
     """Call the workflow, retrying transient errors in-process (bounded, jittered, interruptible)."""
-    retrying = Retrying(
+    try:
+        # the first try is a plain call: most jobs never need the retry machinery, and building it
+        # costs more than a small job itself
+        value = workflow(ctx)
+    except IN_PROCESS_RETRYABLE as exc:
+        if policy.in_process_attempts <= 1 or ctx.should_stop:
+            raise
+        _log_retry(ctx, 1, exc)
+        ctx.cancel_event.wait(policy.backoff_seconds + random.uniform(0, policy.backoff_seconds))
+        if ctx.should_stop:
+            raise
+        value = _retrying(ctx, policy)(workflow, ctx)
+    return normalise_result(value)
+
+
+def _retrying(ctx: WorkflowContext, policy: RunPolicy) -> Retrying:
+    """Tries 2..N after a transient error: exponential backoff (doubling from the first wait) plus jitter."""
+    return Retrying(
         retry=retry_if_exception_type(IN_PROCESS_RETRYABLE),
         stop=stop_any(
-            stop_after_attempt(policy.in_process_attempts),
+            stop_after_attempt(policy.in_process_attempts - 1),
             stop_when_event_set(ctx.stop_event),
             stop_when_event_set(ctx.cancel_event),
         ),
-        wait=wait_exponential(multiplier=policy.backoff_seconds, max=policy.backoff_max_seconds)
+        wait=wait_exponential(multiplier=policy.backoff_seconds * 2, max=policy.backoff_max_seconds)
         + wait_random(0, policy.backoff_seconds),
         sleep=ctx.cancel_event.wait,  # type: ignore[arg-type]  # returns a bool tenacity ignores
-        before_sleep=lambda state: ctx.logger.warning(
-            "job_attempt_retrying",
-            in_process_try=state.attempt_number,
-            error=repr(state.outcome.exception()) if state.outcome else None,
+        before_sleep=lambda state: _log_retry(
+            ctx, state.attempt_number + 1, state.outcome.exception() if state.outcome else None
         ),
         reraise=True,
     )
-    value = retrying(workflow, ctx)
-    return normalise_result(value)
+
+
+def _log_retry(ctx: WorkflowContext, failed_try: int, exc: BaseException | None) -> None:
+    ctx.logger.warning("job_attempt_retrying", in_process_try=failed_try, error=repr(exc))
 
 
 def normalise_result(value: Any) -> WorkflowResult:

@@ -16,11 +16,42 @@ _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$")
 
 @dataclass(frozen=True)
 class Query:
-    """One named query: its name, one-line description and text."""
+    """One named query: its name, one-line description and text (as written, comments included)."""
 
     name: str
     description: str
     text: str
+
+    @property
+    def executable(self) -> str:
+        """The text sent to the server: comments and indentation removed (see `compact`)."""
+        return compact(self.text)
+
+
+def compact(text: str) -> str:
+    """SQL without `--` comments, indentation or blank lines.
+
+    The comments are for readers of the .sql files; the server never needs them, and psycopg
+    caches the conversion of a query only while it is short (4 KiB), which the long claim
+    queries are not with their comments. Quoted literals are kept intact.
+    """
+    lines = []
+    for line in text.splitlines():
+        kept: list[str] = []
+        quoted = False
+        i = 0
+        while i < len(line):
+            ch = line[i]
+            if ch == "'":
+                quoted = not quoted
+            elif not quoted and line.startswith("--", i):
+                break
+            kept.append(ch)
+            i += 1
+        code = "".join(kept).strip()
+        if code:
+            lines.append(code)
+    return "\n".join(lines)
 
 
 def parse_queries(source: str, origin: str = "<string>") -> dict[str, Query]:
@@ -69,8 +100,13 @@ def queries() -> dict[str, Query]:
 
 
 def sql(name: str) -> str:
-    """The text of a named query."""
+    """The executable text of a named query (compacted once, then cached)."""
     try:
-        return queries()[name].text
+        return _executable()[name]
     except KeyError:
         raise SqlNotFound(f"no SQL query named {name!r}") from None
+
+
+@cache
+def _executable() -> dict[str, str]:
+    return {name: query.executable for name, query in queries().items()}

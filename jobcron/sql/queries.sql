@@ -31,26 +31,90 @@ SELECT pg_advisory_lock(4242001);
 SELECT pg_advisory_unlock(4242001);
 
 -- name: claim_job_fifo
--- Claim the oldest due pending job (strict FIFO), respecting pauses and the per-user limit.
-WITH busy AS (
-    -- users running as many jobs as the limit allows: few rows, read through the processing index
-    SELECT coalesce(array_agg(b.user_id), '{}') AS users
-    FROM (SELECT r.user_id FROM processing_jobs r
-          WHERE r.status = 'processing' AND r.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL
-          GROUP BY r.user_id HAVING count(*) >= %(user_limit)s::int) b
-), candidate AS (
+-- Claim the oldest due pending job (strict FIFO), passing over paused types and users at their limit.
+WITH fast AS (
+    -- fast path: the first due jobs in queue order, read through the pending index. The filters
+    -- run on these few rows only, so the plan is the same whatever the parameters (a generic plan,
+    -- prepared once). Ordering by the head's own columns keeps the rows streaming, so the per-user
+    -- test runs only on the rows actually looked at.
     SELECT j.id, j.user_id
-    FROM processing_jobs j
+    FROM (SELECT h.id, h.scheduled_at, h.seq
+          FROM processing_jobs h
+          WHERE h.status = 'pending' AND h.scheduled_at <= now()
+          ORDER BY h.scheduled_at, h.seq
+          LIMIT 32) AS head
+    JOIN processing_jobs j ON j.id = head.id
     WHERE j.status = 'pending'
-      AND j.scheduled_at <= now()
       AND NOT j.cancel_requested
       AND j.job_type <> ALL (%(paused_types)s::text[])
-      -- users at their limit are skipped by one array test per row, not a count per row;
-      -- the unique slot index below is what makes the limit hold
-      AND (j.user_id IS NULL OR j.user_id <> ALL ((SELECT users FROM busy)::text[]))
-    ORDER BY j.scheduled_at, j.seq
+      -- a user at the limit is passed over (one probe of the running-jobs index), and so is a user
+      -- another daemon is claiming for at this instant (a transaction-scoped advisory lock per
+      -- user): racing claims for one user's last slot would only collide on the slot index, wait
+      -- for each other and start over, while other users' jobs stood waiting
+      AND CASE WHEN j.user_id IS NULL OR %(user_limit)s::int IS NULL THEN true
+               WHEN (SELECT count(*) FROM processing_jobs r
+                     WHERE r.status = 'processing' AND r.user_id = j.user_id) >= %(user_limit)s::int THEN false
+               ELSE pg_try_advisory_xact_lock(4242003, hashtext(j.user_id))
+          END
+    ORDER BY head.scheduled_at, head.seq
     LIMIT 1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF j SKIP LOCKED
+), deep AS (
+    -- deep path, run only when the fast path found nothing (busy users, paused types, cancels or
+    -- other claimers fill the head): one head job per user with a free slot, found by a loose scan
+    -- that visits each user once, so a user with 10,000 queued jobs costs one probe, not 10,000
+    WITH RECURSIVE users AS (
+        SELECT min(p.user_id) AS user_id FROM processing_jobs p WHERE p.status = 'pending'
+        UNION ALL
+        SELECT (SELECT min(p.user_id) FROM processing_jobs p
+                WHERE p.status = 'pending' AND p.user_id > u.user_id)
+        FROM users u
+        WHERE u.user_id IS NOT NULL
+    ), heads AS (
+        SELECT x.*
+        FROM users u
+        CROSS JOIN LATERAL (
+            SELECT p.id, p.scheduled_at, p.seq
+            FROM processing_jobs p
+            -- no parameter in this scan: an unknown array parameter makes a generic plan expect
+            -- almost no matching row and pick a sequential scan; paused types are tested below
+            WHERE p.status = 'pending' AND p.user_id = u.user_id AND p.scheduled_at <= now()
+              AND NOT p.cancel_requested
+            ORDER BY p.user_id, p.scheduled_at, p.seq
+            LIMIT 1) AS x
+        WHERE u.user_id IS NOT NULL
+          AND (%(user_limit)s::int IS NULL
+               OR (SELECT count(*) FROM processing_jobs r
+                   WHERE r.status = 'processing' AND r.user_id = u.user_id) < %(user_limit)s::int)
+        UNION ALL
+        -- jobs without a user are never limited; a few, in case others are being claimed right now
+        SELECT x.*
+        FROM (SELECT p.id, p.scheduled_at, p.seq
+              FROM processing_jobs p
+              WHERE p.status = 'pending' AND p.user_id IS NULL AND p.scheduled_at <= now()
+                AND NOT p.cancel_requested
+              -- led by user_id so that the per-user index serves it: its NULL group is in queue
+              -- order, whereas the queue index would walk past every busy user's job first
+              ORDER BY p.user_id, p.scheduled_at, p.seq
+              LIMIT 8) AS x
+    )
+    SELECT j.id, j.user_id
+    -- the heads, best first, as an array: the lock step is then primary-key probes in that order,
+    -- never a walk along the queue index, whatever the planner guesses about the heads
+    FROM unnest(ARRAY(SELECT heads.id FROM heads ORDER BY heads.scheduled_at, heads.seq))
+             WITH ORDINALITY AS best(id, rank)
+    JOIN processing_jobs j ON j.id = best.id
+    WHERE j.status = 'pending'
+      AND CASE WHEN j.job_type = ANY (%(paused_types)s::text[]) THEN false
+               WHEN j.user_id IS NULL OR %(user_limit)s::int IS NULL THEN true
+               ELSE pg_try_advisory_xact_lock(4242003, hashtext(j.user_id))
+          END
+    ORDER BY best.rank
+    LIMIT 1
+    FOR UPDATE OF j SKIP LOCKED
+), candidate AS (
+    -- the deep path is pulled only if the fast path returned no row
+    (SELECT id, user_id FROM fast) UNION ALL (SELECT id, user_id FROM deep) LIMIT 1
 ), slotted AS (
     -- the lowest free slot number of the job's user; NULL for jobs that are not limited
     SELECT c.id,
@@ -74,7 +138,8 @@ SET status = 'processing',
     user_slot = s.slot,
     updated_at = now()
 FROM slotted s
--- a limited job with no free slot (a racing claim took it) is left for the next cycle
+-- a limited job with no free slot (a racing claim took it) is left for the next cycle; the unique
+-- index on (user_id, user_slot) over running jobs is what makes the limit hold whatever the race
 WHERE j.id = s.id AND (NOT s.limited OR s.slot IS NOT NULL)
 RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.metadata,
           j.retry_count, j.max_retries, j.attempts, j.timeout_seconds, j.lease_token,
@@ -82,27 +147,92 @@ RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.meta
           octet_length(j.metadata::text) AS metadata_bytes;
 
 -- name: claim_job_priority
--- Claim the highest-priority due pending job, FIFO within a priority, respecting pauses and the per-user limit.
-WITH busy AS (
-    -- users running as many jobs as the limit allows: few rows, read through the processing index
-    SELECT coalesce(array_agg(b.user_id), '{}') AS users
-    FROM (SELECT r.user_id FROM processing_jobs r
-          WHERE r.status = 'processing' AND r.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL
-          GROUP BY r.user_id HAVING count(*) >= %(user_limit)s::int) b
-), candidate AS (
+-- Claim the highest-priority due pending job, FIFO within a priority, passing over paused types and users at their limit.
+WITH fast AS (
+    -- fast path: the first due jobs in queue order, read through the pending index. The filters
+    -- run on these few rows only, so the plan is the same whatever the parameters (a generic plan,
+    -- prepared once). Ordering by the head's own columns keeps the rows streaming, so the per-user
+    -- test runs only on the rows actually looked at.
     SELECT j.id, j.user_id
-    FROM processing_jobs j
+    FROM (SELECT h.id, h.priority, h.scheduled_at, h.seq
+          FROM processing_jobs h
+          WHERE h.status = 'pending' AND h.scheduled_at <= now()
+          ORDER BY h.priority DESC, h.scheduled_at, h.seq
+          LIMIT 32) AS head
+    JOIN processing_jobs j ON j.id = head.id
     WHERE j.status = 'pending'
-      AND j.scheduled_at <= now()
       AND NOT j.cancel_requested
       AND j.job_type <> ALL (%(paused_types)s::text[])
-      -- users at their limit are skipped by one array test per row, not a count per row;
-      -- the unique slot index below is what makes the limit hold
-      AND (j.user_id IS NULL OR j.user_id <> ALL ((SELECT users FROM busy)::text[]))
-    ORDER BY j.priority DESC, j.scheduled_at, j.seq
+      -- a user at the limit is passed over (one probe of the running-jobs index), and so is a user
+      -- another daemon is claiming for at this instant (a transaction-scoped advisory lock per
+      -- user): racing claims for one user's last slot would only collide on the slot index, wait
+      -- for each other and start over, while other users' jobs stood waiting
+      AND CASE WHEN j.user_id IS NULL OR %(user_limit)s::int IS NULL THEN true
+               WHEN (SELECT count(*) FROM processing_jobs r
+                     WHERE r.status = 'processing' AND r.user_id = j.user_id) >= %(user_limit)s::int THEN false
+               ELSE pg_try_advisory_xact_lock(4242003, hashtext(j.user_id))
+          END
+    ORDER BY head.priority DESC, head.scheduled_at, head.seq
     LIMIT 1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF j SKIP LOCKED
+), deep AS (
+    -- deep path, run only when the fast path found nothing (busy users, paused types, cancels or
+    -- other claimers fill the head): one head job per user with a free slot, found by a loose scan
+    -- that visits each user once, so a user with 10,000 queued jobs costs one probe, not 10,000
+    WITH RECURSIVE users AS (
+        SELECT min(p.user_id) AS user_id FROM processing_jobs p WHERE p.status = 'pending'
+        UNION ALL
+        SELECT (SELECT min(p.user_id) FROM processing_jobs p
+                WHERE p.status = 'pending' AND p.user_id > u.user_id)
+        FROM users u
+        WHERE u.user_id IS NOT NULL
+    ), heads AS (
+        SELECT x.*
+        FROM users u
+        CROSS JOIN LATERAL (
+            SELECT p.id, p.priority, p.scheduled_at, p.seq
+            FROM processing_jobs p
+            -- no parameter in this scan: an unknown array parameter makes a generic plan expect
+            -- almost no matching row and pick a sequential scan; paused types are tested below
+            WHERE p.status = 'pending' AND p.user_id = u.user_id AND p.scheduled_at <= now()
+              AND NOT p.cancel_requested
+            ORDER BY p.user_id, p.priority DESC, p.scheduled_at, p.seq
+            LIMIT 1) AS x
+        WHERE u.user_id IS NOT NULL
+          AND (%(user_limit)s::int IS NULL
+               OR (SELECT count(*) FROM processing_jobs r
+                   WHERE r.status = 'processing' AND r.user_id = u.user_id) < %(user_limit)s::int)
+        UNION ALL
+        -- jobs without a user are never limited; a few, in case others are being claimed right now
+        SELECT x.*
+        FROM (SELECT p.id, p.priority, p.scheduled_at, p.seq
+              FROM processing_jobs p
+              WHERE p.status = 'pending' AND p.user_id IS NULL AND p.scheduled_at <= now()
+                AND NOT p.cancel_requested
+              -- led by user_id so that the per-user index serves it: its NULL group is in queue
+              -- order, whereas the queue index would walk past every busy user's job first
+              ORDER BY p.user_id, p.priority DESC, p.scheduled_at, p.seq
+              LIMIT 8) AS x
+    )
+    SELECT j.id, j.user_id
+    -- the heads, best first, as an array: the lock step is then primary-key probes in that order,
+    -- never a walk along the queue index, whatever the planner guesses about the heads
+    FROM unnest(ARRAY(SELECT heads.id FROM heads ORDER BY heads.priority DESC, heads.scheduled_at, heads.seq))
+             WITH ORDINALITY AS best(id, rank)
+    JOIN processing_jobs j ON j.id = best.id
+    WHERE j.status = 'pending'
+      AND CASE WHEN j.job_type = ANY (%(paused_types)s::text[]) THEN false
+               WHEN j.user_id IS NULL OR %(user_limit)s::int IS NULL THEN true
+               ELSE pg_try_advisory_xact_lock(4242003, hashtext(j.user_id))
+          END
+    ORDER BY best.rank
+    LIMIT 1
+    FOR UPDATE OF j SKIP LOCKED
+), candidate AS (
+    -- the deep path is pulled only if the fast path returned no row
+    (SELECT id, user_id FROM fast) UNION ALL (SELECT id, user_id FROM deep) LIMIT 1
 ), slotted AS (
+    -- the lowest free slot number of the job's user; NULL for jobs that are not limited
     SELECT c.id,
            CASE WHEN c.user_id IS NULL OR %(user_limit)s::int IS NULL THEN NULL
                 ELSE (SELECT min(s.n) FROM generate_series(1, %(user_limit)s::int) AS s(n)
@@ -124,6 +254,8 @@ SET status = 'processing',
     user_slot = s.slot,
     updated_at = now()
 FROM slotted s
+-- a limited job with no free slot (a racing claim took it) is left for the next cycle; the unique
+-- index on (user_id, user_slot) over running jobs is what makes the limit hold whatever the race
 WHERE j.id = s.id AND (NOT s.limited OR s.slot IS NOT NULL)
 RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.metadata,
           j.retry_count, j.max_retries, j.attempts, j.timeout_seconds, j.lease_token,
@@ -193,10 +325,17 @@ SELECT status, lease_token = %(lease_token)s AS ours FROM processing_jobs WHERE 
 SELECT id, file_path, original_name, status FROM files WHERE id = %(id)s;
 
 -- name: heartbeat_job
--- Refresh the running job's heartbeat; no row means the lease was lost.
+-- Refresh the running job's heartbeat; no row means the lease was lost. cancel_force: the latest cancel request said "force".
 UPDATE processing_jobs SET heartbeat_at = now()
 WHERE id = %(id)s AND lease_token = %(lease_token)s AND status = 'processing'
-RETURNING cancel_requested;
+RETURNING cancel_requested,
+          -- the cancel command records each request in errors; a daemon that missed the NOTIFY sees "force" here
+          CASE WHEN cancel_requested
+               THEN coalesce((SELECT (e.value ->> 'force')::bool
+                              FROM jsonb_array_elements(errors) WITH ORDINALITY AS e(value, n)
+                              WHERE e.value ->> 'type' = 'CancelRequested'
+                              ORDER BY e.n DESC LIMIT 1), false)
+               ELSE false END AS cancel_force;
 
 -- name: release_worker_jobs
 -- Put back, uncharged, jobs this worker holds but is not running (a claim whose commit was not seen).
