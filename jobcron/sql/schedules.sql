@@ -59,17 +59,43 @@ WHERE id = %(id)s::bigint
 RETURNING id;
 
 -- name: schedule_get
--- One schedule by id or name.
+-- One schedule by id or name (an id wins over a name that looks like one).
 SELECT * FROM job_schedules WHERE id::text = %(key)s::text OR name = %(key)s::text
 ORDER BY (id::text = %(key)s::text) DESC LIMIT 1;
 
+-- name: schedule_get_locked
+-- One schedule by id, locked against a daemon firing it while it is being changed.
+SELECT * FROM job_schedules WHERE id = %(id)s::bigint FOR UPDATE;
+
+-- name: schedule_db_now
+-- The database clock (or the given time), so that every host computes from the same now.
+SELECT coalesce(%(now)s::timestamptz, now()) AS now;
+
 -- name: schedule_list
--- Every schedule, soonest first.
-SELECT * FROM job_schedules ORDER BY enabled DESC, next_run_at NULLS LAST, id;
+-- Every schedule, soonest first, with the status of its latest job.
+SELECT s.*, latest.job_status AS last_job_status
+FROM job_schedules s
+LEFT JOIN LATERAL (
+    SELECT j.status AS job_status
+    FROM schedule_executions e LEFT JOIN processing_jobs j ON j.id = e.job_id
+    WHERE e.schedule_id = s.id
+    ORDER BY e.occurrence_at DESC
+    LIMIT 1
+) latest ON true
+ORDER BY s.enabled DESC, s.next_run_at NULLS LAST, s.id;
+
+-- name: schedule_execution_tally
+-- How a schedule's executions ended, by job status ('pruned' when retention removed the job).
+SELECT coalesce(j.status, 'pruned') AS job_status, count(*)::int AS n
+FROM schedule_executions e LEFT JOIN processing_jobs j ON j.id = e.job_id
+WHERE e.schedule_id = %(id)s::bigint
+GROUP BY 1 ORDER BY 1;
 
 -- name: schedule_set_enabled
--- Pause or resume a schedule (resuming sets its next run).
-UPDATE job_schedules SET enabled = %(enabled)s::bool, next_run_at = coalesce(%(next_run_at)s::timestamptz, next_run_at),
+-- Pause (no next run) or resume (from the given next run) a schedule.
+UPDATE job_schedules
+SET enabled = %(enabled)s::bool,
+    next_run_at = CASE WHEN %(enabled)s::bool THEN %(next_run_at)s::timestamptz END,
     updated_at = now()
 WHERE id = %(id)s::bigint RETURNING id;
 
