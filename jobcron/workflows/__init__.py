@@ -14,7 +14,14 @@ from jobcron.workflows.builtin import noop, sleep
 ENTRY_POINT_GROUP = "jobcron.workflows"
 
 
-BUILTINS: dict[str, Workflow] = {"noop": noop, "sleep": sleep}
+def _analysis(ctx: WorkflowContext) -> Any:
+    # imported on first use so that daemons that never analyse files don't pay for it
+    from jobcron.workflows.analysis import analysis
+
+    return analysis(ctx)
+
+
+BUILTINS: dict[str, Workflow] = {"noop": noop, "sleep": sleep, "analysis": _analysis}
 
 
 def load_target(name: str, target: str) -> Workflow:
