@@ -3,3 +3,21 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+# typing is not imported at run time: `import jobcron` must stay cheap for applications
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from jobcron.producer import enqueue, enqueue_many
+
+__all__ = ["__version__", "enqueue", "enqueue_many"]
+
+
+def __getattr__(name: str) -> Any:
+    """`jobcron.enqueue` and `jobcron.enqueue_many`, imported on first use so `import jobcron` stays cheap."""
+    if name in ("enqueue", "enqueue_many"):
+        from jobcron import producer
+
+        return getattr(producer, name)
+    raise AttributeError(f"module 'jobcron' has no attribute {name!r}")

@@ -45,3 +45,11 @@ class InvalidJob(PermanentError):
 
 class LeaseLost(JobCronError):
     """This worker no longer holds the job: another worker or an operator took it over."""
+
+
+class InvalidInput(JobCronError, ValueError):
+    """Input from an operator or an application is invalid; the message names the field (and line)."""
+
+
+class JobNotFound(JobCronError):
+    """No job has the given id."""

@@ -1,0 +1,243 @@
+"""`job_cron status | workers | pause | resume | health`: the operator's view of the queue and its daemons."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from jobcron import ops_jobs, ops_status
+from jobcron.cli_common import EXIT_CONFIG, EXIT_OK, CliState, fail, handled, load_or_exit, open_db
+from jobcron.cli_render import render_status, render_workers_table
+from jobcron.config import Config
+from jobcron.db import DB_UNAVAILABLE, Connection, scrub
+from jobcron.durations import parse_duration
+from jobcron.errors import InvalidInput
+
+CLEAR_SCREEN = "\033[H\033[2J"
+
+
+@contextmanager
+def invalid_input_exits() -> Iterator[None]:
+    """Input rejected before the database saw it: exit 2 naming the problem."""
+    try:
+        yield
+    except InvalidInput as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """Print JSON (one object) or the rendered text."""
+    click.echo(json.dumps(data, sort_keys=True, default=str) if as_json else render(data))
+
+
+def watch_loop(config: Config, interval: float, produce: Callable[[Connection], str], as_json: bool) -> None:
+    """Refresh like `watch`: clear the screen on a terminal, keep going through database outages; Ctrl-C exits 0."""
+    tty = sys.stdout.isatty() and not as_json
+    conn: Connection | None = None
+    wait = threading.Event()
+    try:
+        while True:
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = open_db(config, "status")
+                text = produce(conn)
+            except DB_UNAVAILABLE as exc:
+                conn = None
+                text = f"database unavailable: {scrub(str(exc).strip(), config.database.url)}"
+            if tty:
+                stamp = datetime.now(UTC).strftime("%H:%M:%S")
+                click.echo(f"{CLEAR_SCREEN}Every {interval:g}s: job_cron status    {stamp}\n")
+            click.echo(text)
+            sys.stdout.flush()
+            wait.wait(interval)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_OK)
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (documented fields).")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Refresh every SECONDS (default 2) until Ctrl-C.",
+)
+@click.option(
+    "--exact", is_flag=True, help="Count finished jobs exactly even on a large table (a full scan)."
+)
+@click.option("--running-limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.pass_obj
+def status_cmd(state: CliState, as_json: bool, watch: float | None, exact: bool, running_limit: int) -> None:
+    """Counts, oldest pending job, running jobs, busiest users, workers, due schedules, failure rate."""
+    config = load_or_exit(state)
+
+    def produce(conn: Connection) -> str:
+        st = ops_status.collect_status(conn, config, running_limit=running_limit, exact=exact or None)
+        return json.dumps(st, sort_keys=True) if as_json else render_status(st)
+
+    with handled(config):
+        if watch is not None:
+            watch_loop(config, watch, produce, as_json)
+            return
+        with open_db(config, "status") as conn:
+            click.echo(produce(conn))
+
+
+@click.command("workers")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (documented fields).")
+@click.pass_obj
+def workers_cmd(state: CliState, as_json: bool) -> None:
+    """Alive and dead daemons and the job each one runs."""
+    config = load_or_exit(state)
+    with handled(config), open_db(config, "workers") as conn:
+        data = ops_status.collect_workers(conn, config)
+
+    def render(d: dict[str, Any]) -> str:
+        head = f"{d['alive']} alive, {d['dead']} dead (dead = not seen for {d['dead_after_seconds']:g}s)"
+        return head + ("\n" + render_workers_table(d["workers"]) if d["workers"] else "")
+
+    emit(data, as_json, render)
+
+
+def _pause_text(d: dict[str, Any]) -> str:
+    paused = [p["job_type"] for p in d["paused"]]
+    names = ", ".join("all job types" if t == "*" else t for t in paused)
+    return f"paused now: {names}" if paused else "nothing is paused: every daemon claims jobs"
+
+
+@click.command("pause")
+@click.option("--type", "job_type", default=None, help="Pause one job type only (default: all).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def pause_cmd(state: CliState, job_type: str | None, as_json: bool) -> None:
+    """Stop claiming on every daemon (within about a second); running jobs finish."""
+    config = load_or_exit(state)
+    with handled(config), invalid_input_exits(), open_db(config, "pause") as conn:
+        data = ops_jobs.pause(conn, job_type)
+    what = "all job types" if data["job_type"] == "*" else f"job type {data['job_type']}"
+    emit(
+        data,
+        as_json,
+        lambda d: f"{'paused' if d['changed'] else 'already paused'}: {what}\n{_pause_text(d)}",
+    )
+
+
+@click.command("resume")
+@click.option(
+    "--type", "job_type", default=None, help="Resume one job type (default: lift the global pause)."
+)
+@click.option("--all", "everything", is_flag=True, help="Lift every pause, global and per type.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def resume_cmd(state: CliState, job_type: str | None, everything: bool, as_json: bool) -> None:
+    """Start claiming again on every daemon."""
+    config = load_or_exit(state)
+    with handled(config), invalid_input_exits(), open_db(config, "resume") as conn:
+        data = ops_jobs.resume(conn, job_type, everything=everything)
+
+    def render(d: dict[str, Any]) -> str:
+        lifted = ", ".join("all job types" if t == "*" else t for t in d["lifted"])
+        return (f"resumed: {lifted}" if lifted else "nothing to resume") + "\n" + _pause_text(d)
+
+    emit(data, as_json, render)
+
+
+def _seconds_option(value: str, flag: str) -> float:
+    try:
+        return parse_duration(value, flag)
+    except InvalidInput as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+@click.command("health")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: status, exit_code, checks.")
+@click.option(
+    "--min-workers", type=click.IntRange(0), default=1, show_default=True, help="Live daemons needed."
+)
+@click.option(
+    "--max-pending-age", default="10m", show_default=True, help="Oldest due job waits longer: degraded."
+)
+@click.option(
+    "--critical-pending-age", default="1h", show_default=True, help="Oldest due job waits longer: unhealthy."
+)
+@click.option(
+    "--max-failure-rate",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Failed share of jobs finished in the last hour above this: degraded.",
+)
+@click.pass_obj
+def health_cmd(
+    state: CliState,
+    as_json: bool,
+    min_workers: int,
+    max_pending_age: str,
+    critical_pending_age: str,
+    max_failure_rate: float,
+) -> None:
+    """Exit 0 healthy, 1 degraded, 2 unhealthy (for systemd, cron and monitoring agents)."""
+    config = load_or_exit(state)
+    limits = ops_status.HealthThresholds(
+        min_workers=min_workers,
+        max_pending_age_seconds=_seconds_option(max_pending_age, "--max-pending-age"),
+        critical_pending_age_seconds=_seconds_option(critical_pending_age, "--critical-pending-age"),
+        max_failure_rate=max_failure_rate,
+    )
+    try:
+        with open_db(config, "health") as conn:
+            report = ops_status.collect_health(conn, config, limits)
+    except DB_UNAVAILABLE as exc:
+        report = ops_status.unreachable(scrub(str(exc).strip(), config.database.url))
+    except (
+        Exception
+    ) as exc:  # a missing URL, broken ledger or failing query is unhealthy too, not a traceback
+        message = scrub(str(exc).strip(), config.database.url)
+        report = {
+            "status": ops_status.UNHEALTHY,
+            "exit_code": 2,
+            "checks": [{"name": "database", "status": ops_status.UNHEALTHY, "detail": message}],
+        }
+
+    def render(r: dict[str, Any]) -> str:
+        lines = [r["status"]]
+        lines += [f"  {c['status']:<10} {c['name']:<15} {c['detail']}" for c in r["checks"]]
+        return "\n".join(lines)
+
+    emit(report, as_json, render)
+    sys.exit(report["exit_code"])
+
+
+__all__ = ["health_cmd", "pause_cmd", "resume_cmd", "status_cmd", "workers_cmd"]
+
+
+def start_metrics(worker: Any, port: int, addr: str) -> None:
+    """Serve Prometheus metrics for a daemon about to run; exit 2 when that cannot be done."""
+    try:
+        from jobcron.housekeeper import Duty
+        from jobcron.metrics import SAMPLE_SECONDS, Metrics, serve
+    except ImportError:
+        fail(
+            "--metrics-port needs the prometheus-client package: pip install 'jobcron[metrics]'",
+            EXIT_CONFIG,
+        )
+    metrics = Metrics(worker.registry.names())
+    try:
+        serve(metrics, port, addr)
+    except OSError as exc:
+        fail(f"--metrics-port: cannot listen on {addr}:{port}: {exc.strerror or exc}", EXIT_CONFIG)
+    worker.metrics = worker.housekeeper.metrics = metrics
+    worker.housekeeper.add_duty(Duty("metrics_sample", lambda: SAMPLE_SECONDS, metrics.sample))

@@ -1,0 +1,403 @@
+-- Queries of the operator commands: status, jobs, workers, pauses, health, enqueue.
+-- Each one reads through a partial index or a bounded range, so its cost follows the number of
+-- active jobs, not the millions of finished rows a busy system keeps.
+
+-- name: ops_read_only_snapshot
+-- One consistent, read-only snapshot for every query of a status report (one now() for all ages).
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+
+-- name: ops_clock
+-- The database clock (every age is measured against it, never the client's).
+SELECT now() AS now;
+
+-- name: ops_active_counts
+-- Pending (due and scheduled later) and processing counts, each through its partial index.
+SELECT (SELECT count(*) FROM processing_jobs WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM processing_jobs
+        WHERE status = 'pending' AND scheduled_at > now()) AS pending_scheduled,
+       (SELECT count(*) FROM processing_jobs WHERE status = 'processing') AS processing;
+
+-- name: ops_table_estimate
+-- The table's size, its live rows as the statistics collector counts them, and the planner's status frequencies.
+SELECT pg_relation_size(c.oid) AS bytes,
+       c.reltuples::float8 AS reltuples,
+       st.n_live_tup::float8 AS live_rows,
+       s.most_common_vals::text::text[] AS status_values,
+       s.most_common_freqs::float8[] AS status_freqs
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables st ON st.relid = c.oid
+LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = 'status'
+WHERE c.oid = 'processing_jobs'::regclass;
+
+-- name: ops_finished_counts
+-- Exact finished counts per status (a full scan: used only when the table is small or --exact is given).
+SELECT status, count(*) AS n
+FROM processing_jobs
+WHERE status IN ('completed', 'failed', 'cancelled')
+GROUP BY status;
+
+-- name: ops_finished_since
+-- Jobs finished in the last N seconds per status, through the partial index on completed_at.
+SELECT count(*) FILTER (WHERE status = 'completed') AS completed,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+FROM processing_jobs
+WHERE status IN ('completed', 'failed', 'cancelled')
+  AND completed_at >= now() - make_interval(secs => %(seconds)s::float8);
+
+-- name: ops_oldest_pending
+-- The due pending job that has waited longest (the FIFO claim index gives it in one probe).
+SELECT id, job_type, user_id, priority, created_at, scheduled_at,
+       extract(epoch FROM now() - scheduled_at)::float8 AS age_seconds
+FROM processing_jobs
+WHERE status = 'pending' AND scheduled_at <= now()
+ORDER BY scheduled_at, seq
+LIMIT 1;
+
+-- name: ops_running_jobs
+-- Running jobs, longest first, with their worker and how long they have run.
+SELECT id, job_type, user_id, locked_by AS worker, started_at, heartbeat_at, attempts, cancel_requested,
+       extract(epoch FROM now() - started_at)::float8 AS duration_seconds,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds
+FROM processing_jobs
+WHERE status = 'processing'
+ORDER BY started_at, id
+LIMIT %(limit)s::int;
+
+-- name: ops_busiest_users
+-- Users with the most active (running + pending) jobs; each half reads its own partial index.
+SELECT user_id, sum(running)::bigint AS running, sum(pending)::bigint AS pending
+FROM (SELECT user_id, 0 AS running, count(*) AS pending
+      FROM processing_jobs WHERE status = 'pending' AND user_id IS NOT NULL GROUP BY user_id
+      UNION ALL
+      SELECT user_id, count(*) AS running, 0 AS pending
+      FROM processing_jobs WHERE status = 'processing' AND user_id IS NOT NULL GROUP BY user_id) a
+GROUP BY user_id
+ORDER BY sum(running) + sum(pending) DESC, user_id
+LIMIT %(limit)s::int;
+
+-- name: ops_workers
+-- Every daemon row, alive or dead, with the job it runs now (from the jobs table, not its last report).
+SELECT w.id, w.host, w.pid, w.state, w.version, w.started_at, w.last_seen_at,
+       extract(epoch FROM now() - w.last_seen_at)::float8 AS last_seen_seconds,
+       w.last_seen_at >= now() - make_interval(secs => %(dead_after_seconds)s::float8) AS alive,
+       r.id AS job_id, r.job_type, r.user_id AS job_user_id,
+       extract(epoch FROM now() - r.started_at)::float8 AS job_seconds,
+       coalesce(r.held, 0) AS jobs_held
+FROM job_workers w
+LEFT JOIN LATERAL (
+    SELECT j.id, j.job_type, j.user_id, j.started_at, count(*) OVER () AS held
+    FROM processing_jobs j
+    WHERE j.status = 'processing' AND j.locked_by = w.id
+    ORDER BY j.started_at DESC
+    LIMIT 1
+) r ON true
+ORDER BY alive DESC, w.id;
+
+-- name: ops_schedules_due
+-- Enabled schedules whose next run has come, with the total count.
+SELECT id, name, job_type, next_run_at,
+       extract(epoch FROM now() - next_run_at)::float8 AS overdue_seconds,
+       count(*) OVER () AS total
+FROM job_schedules
+WHERE enabled AND next_run_at <= now()
+ORDER BY next_run_at
+LIMIT %(limit)s::int;
+
+-- name: ops_pauses
+-- Paused job types ('*' = all) with when and by whom.
+SELECT job_type, paused_at, paused_by FROM job_pauses ORDER BY job_type;
+
+-- name: ops_stale_count
+-- Running jobs whose heartbeat is older than the stale threshold.
+SELECT count(*) AS n,
+       max(extract(epoch FROM now() - heartbeat_at))::float8 AS oldest_heartbeat_seconds
+FROM processing_jobs
+WHERE status = 'processing'
+  AND heartbeat_at < now() - make_interval(secs => %(stale_after_seconds)s::float8);
+
+-- name: ops_jobs_list
+-- Jobs newest first, filtered; NULL filters are off (the planner folds them away for the given values).
+SELECT id, job_type, status, user_id, priority, attempts, retry_count, max_retries,
+       created_at, scheduled_at, started_at, completed_at, locked_by, cancel_requested,
+       left(error_message, 200) AS error_message
+FROM processing_jobs
+WHERE (%(statuses)s::text[] IS NULL OR status = ANY (%(statuses)s::text[]))
+  AND (%(user_id)s::text IS NULL OR user_id = %(user_id)s::text)
+  AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s::text)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+  AND (%(since_seconds)s::float8 IS NULL
+       OR created_at >= now() - make_interval(secs => %(since_seconds)s::float8))
+ORDER BY created_at DESC
+LIMIT %(limit)s::int;
+
+-- name: ops_job_show
+-- Everything about one job, with its file and schedule and how many insights it produced.
+SELECT j.id, j.status, j.job_type, j.user_id, j.priority, j.business_description, j.metadata,
+       j.attempts, j.retry_count, j.max_retries, j.timeout_seconds, j.dedup_key,
+       j.created_at, j.scheduled_at, j.started_at, j.completed_at, j.updated_at,
+       j.locked_by, j.locked_at, j.heartbeat_at, j.cancel_requested,
+       j.error_message, j.errors, j.result, j.seq,
+       j.file_id, f.file_path, f.original_name, f.status AS file_status,
+       j.schedule_id, s.name AS schedule_name,
+       (SELECT count(*) FROM insights i WHERE i.job_id = j.id) AS insights,
+       extract(epoch FROM now() - j.heartbeat_at)::float8 AS heartbeat_age_seconds,
+       extract(epoch FROM coalesce(j.completed_at, now()) - j.started_at)::float8 AS run_seconds
+FROM processing_jobs j
+LEFT JOIN files f ON f.id = j.file_id
+LEFT JOIN job_schedules s ON s.id = j.schedule_id
+WHERE j.id = %(id)s::uuid;
+
+-- name: ops_job_state
+-- A job's status and lease facts (to explain why an action did not apply).
+SELECT id, status, cancel_requested, locked_by, dedup_key,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds
+FROM processing_jobs WHERE id = %(id)s::uuid;
+
+-- name: ops_job_cancel
+-- Cancel: a pending job ends now; a running one is asked to stop (the trigger NOTIFYs its daemon). The request is kept in errors so a heartbeat sees "force" too.
+UPDATE processing_jobs
+SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+    completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END,
+    error_message = CASE WHEN status = 'pending' THEN 'cancelled by ' || %(by)s::text || ' before it ran'
+                         ELSE error_message END,
+    cancel_requested = true,
+    errors = errors || jsonb_build_array(jsonb_build_object(
+        'type', 'CancelRequested',
+        'force', %(force)s::bool,
+        'attempt', attempts,
+        'message', CASE WHEN status = 'pending' THEN 'cancelled before it ran'
+                        WHEN %(force)s::bool THEN 'cancel requested (force): terminate at once'
+                        ELSE 'cancel requested' END,
+        'by', %(by)s::text,
+        'at', now())),
+    updated_at = now()
+WHERE id = %(id)s::uuid AND status IN ('pending', 'processing')
+RETURNING id, status, locked_by;
+
+-- name: ops_notify_cancel
+-- Tell the daemon running a job to cancel it ("ID" or "ID:force"); delivered at commit.
+SELECT pg_notify('jobcron_cancel', %(payload)s::text);
+
+-- name: ops_job_retry
+-- A failed or cancelled job back to pending now with a fresh retry budget (retry_count 0, error_message cleared; attempts and the error history are kept).
+WITH old AS (
+    SELECT id, status, retry_count, file_id FROM processing_jobs
+    WHERE id = %(id)s::uuid AND status IN ('failed', 'cancelled')
+    FOR UPDATE
+), retried AS (
+    UPDATE processing_jobs j
+    SET status = 'pending',
+        retry_count = 0,
+        cancel_requested = false,
+        scheduled_at = now(),
+        completed_at = NULL,
+        result = NULL,
+        -- the error history keeps every message; the last one belongs to the old attempt
+        error_message = NULL,
+        heartbeat_at = NULL,
+        user_slot = NULL,
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'type', 'RetriedByOperator',
+            'attempt', j.attempts,
+            'message', 'retried from ' || o.status || ' (retry_count ' || o.retry_count || ' reset to 0)',
+            'by', %(by)s::text,
+            'at', now())),
+        updated_at = now()
+    FROM old o
+    WHERE j.id = o.id
+    RETURNING j.id, o.status AS was, o.retry_count AS old_retry_count, j.attempts, j.file_id
+), file_reset AS (
+    -- the file's 'failed' mark belonged to the attempt that is being retried
+    UPDATE files f SET status = 'uploaded', updated_at = now()
+    FROM retried r
+    WHERE f.id = r.file_id AND f.status = 'failed'
+    RETURNING 1
+)
+SELECT id, was, old_retry_count, attempts, (SELECT count(*) FROM file_reset) AS files_reset FROM retried;
+
+-- name: ops_stale_jobs
+-- Running jobs an emergency reset would take: heartbeat stale (or any, when include_alive), optionally started before a cutoff.
+SELECT id, job_type, user_id, locked_by AS worker, started_at, heartbeat_at, retry_count, max_retries,
+       cancel_requested,
+       extract(epoch FROM now() - started_at)::float8 AS running_seconds,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds,
+       heartbeat_at >= now() - make_interval(secs => %(stale_after_seconds)s::float8) AS alive
+FROM processing_jobs
+WHERE status = 'processing'
+  AND (%(include_alive)s::bool
+       OR heartbeat_at < now() - make_interval(secs => %(stale_after_seconds)s::float8))
+  AND (%(older_than_seconds)s::float8 IS NULL
+       OR started_at < now() - make_interval(secs => %(older_than_seconds)s::float8))
+ORDER BY started_at;
+
+-- name: ops_reset_stale
+-- The emergency reset under the lease rules: like a rescue, back to pending (an attempt) or failed/cancelled; the old worker's lease is void.
+WITH picked AS (
+    SELECT id,
+           heartbeat_at >= now() - make_interval(secs => %(stale_after_seconds)s::float8) AS alive
+    FROM processing_jobs
+    WHERE status = 'processing'
+      AND (%(include_alive)s::bool
+           OR heartbeat_at < now() - make_interval(secs => %(stale_after_seconds)s::float8))
+      AND (%(older_than_seconds)s::float8 IS NULL
+           OR started_at < now() - make_interval(secs => %(older_than_seconds)s::float8))
+    FOR UPDATE SKIP LOCKED
+), decided AS (
+    SELECT j.id, p.alive, j.locked_by, j.heartbeat_at,
+           j.cancel_requested OR NOT %(retry_failed_jobs)s::bool
+               OR j.retry_count >= coalesce(j.max_retries, %(default_max_retries)s::int) AS give_up
+    FROM picked p JOIN processing_jobs j ON j.id = p.id
+)
+UPDATE processing_jobs j
+SET status = CASE WHEN d.give_up AND j.cancel_requested THEN 'cancelled'
+                  WHEN d.give_up THEN 'failed' ELSE 'pending' END,
+    completed_at = CASE WHEN d.give_up THEN now() ELSE NULL END,
+    retry_count = j.retry_count + CASE WHEN d.give_up THEN 0 ELSE 1 END,
+    scheduled_at = CASE WHEN d.give_up THEN j.scheduled_at ELSE now() END,
+    error_message = CASE WHEN d.alive
+                         THEN 'reset by ' || %(by)s::text || ' while ' || j.locked_by || ' still heartbeated'
+                         ELSE 'reset by ' || %(by)s::text || ': no heartbeat from ' || j.locked_by
+                              || ' since ' || j.heartbeat_at::text END,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempts,
+        'type', 'ResetByOperator',
+        'message', CASE WHEN d.alive THEN 'reset while the worker still heartbeated'
+                        ELSE 'reset: no heartbeat since ' || j.heartbeat_at::text END,
+        'worker', j.locked_by,
+        'by', %(by)s::text,
+        'at', now())),
+    heartbeat_at = NULL,
+    user_slot = NULL,
+    updated_at = now()
+FROM decided d
+WHERE j.id = d.id
+RETURNING j.id, j.job_type, j.status, d.locked_by AS worker, d.alive;
+
+-- name: ops_purge_count
+-- How many finished jobs a purge would delete.
+SELECT count(*) AS n
+FROM processing_jobs
+WHERE status = ANY (%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
+  AND completed_at < now() - make_interval(secs => %(older_than_seconds)s::float8);
+
+-- name: ops_purge_batch
+-- Delete one batch of finished jobs older than the cutoff (insights keep their rows: job_id becomes NULL).
+WITH victims AS (
+    SELECT id FROM processing_jobs
+    WHERE status = ANY (%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
+      AND completed_at < now() - make_interval(secs => %(older_than_seconds)s::float8)
+    ORDER BY completed_at
+    LIMIT %(batch)s::int
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM processing_jobs j USING victims v WHERE j.id = v.id;
+
+-- name: ops_pause
+-- Pause claiming of a job type ('*' = all) on every daemon; the table's trigger tells them at once.
+INSERT INTO job_pauses (job_type, paused_by) VALUES (%(job_type)s::text, %(by)s::text)
+ON CONFLICT (job_type) DO NOTHING
+RETURNING job_type;
+
+-- name: ops_resume
+-- Lift the pauses of the given job types.
+DELETE FROM job_pauses WHERE job_type = ANY (%(job_types)s::text[]) RETURNING job_type;
+
+-- name: ops_resume_all
+-- Lift every pause.
+DELETE FROM job_pauses RETURNING job_type;
+
+-- name: ops_enqueue_one
+-- Enqueue one job; with a dedup_key already pending or running, return that job instead.
+WITH inserted AS (
+    INSERT INTO processing_jobs (job_type, file_id, user_id, business_description, metadata, priority,
+                                 scheduled_at, max_retries, timeout_seconds, dedup_key)
+    VALUES (%(job_type)s, %(file_id)s, %(user_id)s, %(business_description)s,
+            coalesce(%(metadata)s::jsonb, '{}'::jsonb), coalesce(%(priority)s::int, 0),
+            coalesce(%(scheduled_at)s::timestamptz, now()), %(max_retries)s, %(timeout_seconds)s,
+            %(dedup_key)s)
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING
+    RETURNING id
+)
+SELECT id, true AS created FROM inserted
+UNION ALL
+SELECT id, false AS created FROM processing_jobs
+WHERE %(dedup_key)s::text IS NOT NULL AND dedup_key = %(dedup_key)s::text
+  AND status IN ('pending', 'processing') AND NOT EXISTS (SELECT 1 FROM inserted)
+LIMIT 1;
+
+-- name: ops_enqueue_stage_create
+-- A private staging table for one bulk enqueue (COPY lands here, then one INSERT ... SELECT).
+CREATE TEMP TABLE jobcron_enqueue_stage (
+    n                    bigint,
+    id                   uuid,
+    file_path            text,
+    original_name        text,
+    size_bytes           bigint,
+    job_type             text,
+    user_id              text,
+    metadata             jsonb,
+    priority             integer,
+    scheduled_at         timestamptz,
+    max_retries          integer,
+    timeout_seconds      integer,
+    dedup_key            text,
+    file_id              uuid,
+    business_description text
+) ON COMMIT DROP;
+
+-- name: ops_enqueue_stage_drop
+-- Drop the staging table (the caller's transaction may enqueue again before it commits).
+DROP TABLE IF EXISTS jobcron_enqueue_stage;
+
+-- name: ops_enqueue_direct_copy
+-- Stream validated jobs straight into the queue (the fast path: no dedup_key, no file to register).
+COPY processing_jobs (id, job_type, user_id, metadata, priority, scheduled_at, max_retries,
+                      timeout_seconds, dedup_key, file_id, business_description) FROM STDIN;
+
+-- name: ops_enqueue_stage_copy
+-- Stream validated rows into the staging table (n keeps the input order).
+COPY jobcron_enqueue_stage (n, id, job_type, user_id, metadata, priority, scheduled_at, max_retries,
+                            timeout_seconds, dedup_key, file_id, business_description, file_path,
+                            original_name, size_bytes) FROM STDIN;
+
+-- name: ops_enqueue_stage_files
+-- Register the files rows of staged jobs that named a file path (before the jobs: they reference them).
+INSERT INTO files (id, file_path, original_name, user_id, size_bytes)
+SELECT file_id, file_path, original_name, user_id, size_bytes
+FROM jobcron_enqueue_stage
+WHERE file_path IS NOT NULL;
+
+-- name: ops_enqueue_from_stage
+-- Move staged rows into the queue in input order; a dedup_key already pending or running (or repeated in the batch) is skipped.
+INSERT INTO processing_jobs (id, job_type, user_id, metadata, priority, scheduled_at, max_retries,
+                             timeout_seconds, dedup_key, file_id, business_description)
+SELECT id, job_type, user_id, metadata, priority, scheduled_at, max_retries, timeout_seconds, dedup_key,
+       file_id, business_description
+FROM jobcron_enqueue_stage
+ORDER BY n
+ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING;
+
+-- name: ops_enqueue_orphan_files
+-- Remove files rows registered for staged jobs that a dedup_key skipped.
+DELETE FROM files f
+USING jobcron_enqueue_stage s
+WHERE f.id = s.file_id AND s.file_path IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM processing_jobs j WHERE j.file_id = f.id);
+
+-- name: ops_job_insights
+-- The insights a job produced (business results; they outlive the job's pruning).
+SELECT id, insight_type, confidence_score, created_at
+FROM insights WHERE job_id = %(id)s::uuid
+ORDER BY created_at, id
+LIMIT %(limit)s::int;
+
+-- name: ops_queue_sample
+-- Queue depth and how long the oldest due pending job has waited (metrics; partial indexes only).
+SELECT (SELECT count(*) FROM processing_jobs WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM processing_jobs
+        WHERE status = 'pending' AND scheduled_at > now()) AS pending_scheduled,
+       (SELECT count(*) FROM processing_jobs WHERE status = 'processing') AS processing,
+       (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM processing_jobs
+        WHERE status = 'pending' AND scheduled_at <= now()) AS oldest_age_seconds;

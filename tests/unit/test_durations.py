@@ -1,0 +1,65 @@
+"""Durations and instants as operators type them, and the ids of a bulk enqueue."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
+from jobcron.errors import InvalidInput
+from jobcron.producer import time_ordered_ids
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90),
+        ("90s", 90),
+        ("15m", 900),
+        ("2h", 7200),
+        ("1h30m", 5400),
+        ("7d", 604800),
+        ("2w", 1209600),
+        ("250ms", 0.25),
+        (" 1.5h ", 5400),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-5m", "5 minutes", "1y", "h"])
+def test_bad_durations_name_the_flag(text: str) -> None:
+    with pytest.raises(InvalidInput, match=r"^--older-than: not a duration"):
+        parse_duration(text, "--older-than")
+
+
+def test_instants_need_a_timezone() -> None:
+    assert parse_instant("2030-01-02T03:04:05Z").utcoffset() is not None
+    with pytest.raises(InvalidInput, match="has no timezone"):
+        parse_instant("2030-01-02T03:04:05", "--since")
+    at, ago = parse_since("2030-01-02T00:00:00+01:00")
+    assert at is not None and ago is None
+    assert parse_since("1h") == (None, 3600)
+
+
+def test_format_duration() -> None:
+    assert [format_duration(s) for s in (None, 0.25, 5.25, 42, 185, 7800, 270000)] == [
+        "-",
+        "250ms",
+        "5.2s",
+        "42s",
+        "3m 05s",
+        "2h 10m",
+        "3d 3h",
+    ]
+
+
+def test_bulk_ids_are_valid_increasing_and_distinct_between_batches() -> None:
+    first = time_ordered_ids()
+    batch = [next(first) for _ in range(1000)]
+    assert batch == sorted(batch) and len(set(batch)) == 1000
+    assert all(uuid.UUID(i).version == 7 for i in batch[:10])
+    other = next(time_ordered_ids())
+    assert other not in batch
