@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 
@@ -58,8 +59,10 @@ class Notifier:
         self.send("STOPPING=1\nSTATUS=stopping")
 
     def reloading(self) -> None:
-        """A SIGHUP reload is in progress."""
-        self.send("RELOADING=1")
+        """A SIGHUP reload is in progress; READY=1 must follow, whether the reload worked or not."""
+        # systemd >= 253 wants the monotonic time of the reload request beside RELOADING=1
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
     def close(self) -> None:
         """Close the socket."""
