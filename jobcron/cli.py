@@ -118,6 +118,10 @@ def config_check(state: CliState) -> None:
 @click.option("--once", is_flag=True, help="Process what is due, then exit.")
 @click.option("--worker-id", envvar="JOB_CRON_WORKER_ID", default=None, help="Name in job_workers.")
 @click.option("--no-listen", is_flag=True, default=False, help="Poll only (for transaction-mode poolers).")
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus /metrics."
+)
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 @click.pass_obj
 def run_cmd(
     state: CliState,
@@ -126,6 +130,8 @@ def run_cmd(
     once: bool,
     worker_id: str | None,
     no_listen: bool,
+    metrics_port: int | None,
+    metrics_addr: str,
 ) -> None:
     """Run the daemon: claim, run and record jobs until SIGTERM."""
     from jobcron import signals
@@ -144,9 +150,35 @@ def run_cmd(
         reload_config=lambda: state.load(daemon=daemon_flags),
         notifier=Notifier(),
     )
+    if metrics_port is not None:
+        from jobcron.cli_ops import start_metrics
+
+        start_metrics(worker, metrics_port, metrics_addr)
     signals.install(worker)
     with handled(config):
         sys.exit(worker.run())
+
+
+from jobcron.cli_demo import demo_cmd  # noqa: E402
+
+cli.add_command(demo_cmd)
+
+
+from jobcron.cli_schedules import schedules_group  # noqa: E402
+
+cli.add_command(schedules_group)
+
+
+from jobcron.cli_jobs import enqueue_cmd, jobs_group  # noqa: E402
+from jobcron.cli_ops import health_cmd, pause_cmd, resume_cmd, status_cmd, workers_cmd  # noqa: E402
+
+cli.add_command(status_cmd)
+cli.add_command(jobs_group)
+cli.add_command(enqueue_cmd)
+cli.add_command(workers_cmd)
+cli.add_command(pause_cmd)
+cli.add_command(resume_cmd)
+cli.add_command(health_cmd)
 
 
 def main() -> None:

@@ -92,6 +92,9 @@ class DaemonSettings:
     retention_interval_seconds: float = _opt(300, lo=0.05, hi=86400)
     retention_batch_size: int = _opt(1000, lo=1, hi=100_000)
     schedule_check_seconds: float = _opt(1, lo=0.05, hi=3600)
+    # null: after downtime a schedule always runs once for its latest missed occurrence; N: only if
+    # that occurrence is at most N seconds late (older ones are skipped)
+    schedule_catch_up_seconds: float | None = _opt(None, lo=0, hi=366 * 86400)
 
 
 @dataclass(frozen=True)

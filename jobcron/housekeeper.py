@@ -10,14 +10,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jobcron import store
+from jobcron import schedules, store
 from jobcron.config import Config
 from jobcron.db import DB_UNAVAILABLE, Connection, connect
 from jobcron.models import ClaimedJob
 from jobcron.sdnotify import Notifier
 from jobcron.workflows.base import WorkflowContext
+
+if TYPE_CHECKING:
+    from jobcron.metrics import Metrics
 
 TICK_SECONDS = 0.05
 MAX_BATCHES_PER_RUN = 20
@@ -86,10 +89,14 @@ class Housekeeper(threading.Thread):
             ),
             Duty("rescue", lambda: self.config.daemon.rescue_interval_seconds, self._rescue),
             Duty("retention", lambda: self.config.daemon.retention_interval_seconds, self._retention),
+            Duty("schedules", lambda: self.config.daemon.schedule_check_seconds, self._schedules),
         ]
         self._conn: Connection | None = None
+        self.metrics: Metrics | None = None  # set by `run --metrics-port`
+        self.on_pauses_changed: Callable[[], None] | None = None
         self._next_pause_refresh = 0.0
         self._next_watchdog = 0.0
+        self._stop_announced = False
         self._db_down = False
 
     # --- called from the main thread ----------------------------------------------------------------
@@ -121,6 +128,8 @@ class Housekeeper(threading.Thread):
         with self._lock:
             self._running = None
         self.state = "idle"
+        if self.grace_deadline is None:
+            self.notifier.status("idle")
 
     def running(self) -> Running | None:
         """The running job, if any."""
@@ -166,6 +175,8 @@ class Housekeeper(threading.Thread):
             self._conn = connect(self.config, purpose="housekeeper")
             if self._db_down:
                 self.log.info("db_reconnected", where="housekeeper")
+                if self.metrics is not None:
+                    self.metrics.db_reconnected("housekeeper")
                 self._db_down = False
         return self._conn
 
@@ -181,6 +192,10 @@ class Housekeeper(threading.Thread):
         now = time.monotonic()
         running = self.running()
         self._watchdog(now, running)
+        if self.grace_deadline is not None and not self._stop_announced:
+            # tell systemd at once, not after the running job's grace period
+            self._stop_announced = True
+            self.notifier.stopping()
         if running is not None and not running.supervised_by_main:
             self._inline_timeout(now, running)
         if (
@@ -201,8 +216,10 @@ class Housekeeper(threading.Thread):
             self._heartbeat_job(conn, running)
         if self.pauses_dirty.is_set() or now >= self._next_pause_refresh:
             self.pauses_dirty.clear()
-            self.paused = tuple(store.paused_types(conn))
+            paused, self.paused = self.paused, tuple(store.paused_types(conn))
             self._next_pause_refresh = now + PAUSE_REFRESH_SECONDS
+            if paused != self.paused and self.on_pauses_changed is not None:
+                self.on_pauses_changed()  # a resumed daemon must not sleep until its next poll
         for duty in self.duties:
             if now >= duty.due:
                 duty.due = now + duty.interval()
@@ -240,6 +257,7 @@ class Housekeeper(threading.Thread):
             running.ctx.cancel_event.set()
             self.log.warning("lease_lost", job_id=running.job.id, where="heartbeat")
         elif cancel:
+            running.force = running.force or cancel == "force"
             running.ctx.cancel_event.set()
 
     def _worker_heartbeat(self, conn: Connection) -> None:
@@ -263,6 +281,25 @@ class Housekeeper(threading.Thread):
         if deleted:
             self.log.info("jobs_pruned", count=deleted, older_than_days=days)
 
+    def _schedules(self, conn: Connection) -> None:
+        catch_up = self.config.daemon.schedule_catch_up_seconds
+        # more due than one batch (many schedules, or a long downtime): keep going, within a cap
+        for _ in range(MAX_BATCHES_PER_RUN):
+            firings = schedules.fire_due(conn, self.worker_id, catch_up_seconds=catch_up)
+            for f in firings:
+                at = f.occurrence_at.isoformat()
+                fields = {"schedule_id": f.schedule_id, "schedule": f.name, "occurrence_at": at}
+                if f.outcome == schedules.FIRED:
+                    self.log.info("schedule_fired", job_id=f.job_id, **fields)
+                elif f.outcome == schedules.SKIPPED:
+                    self.log.info("schedule_occurrence_skipped", **fields)
+                elif f.outcome == schedules.FAILED:
+                    self.log.error("schedule_fire_failed", error=f.error, **fields)
+                elif f.outcome == schedules.INVALID:
+                    self.log.error("schedule_disabled_invalid", error=f.error, **fields)
+            if len(firings) < schedules.FIRE_BATCH or self.halt.is_set():
+                break
+
     def _rescue(self, conn: Connection) -> None:
         c = self.config
         rows = store.rescue_stale_jobs(
@@ -285,6 +322,8 @@ class Housekeeper(threading.Thread):
             from_workers=sorted({r["locked_by"] for r in rows}),
             statuses=sorted({r["status"] for r in rows}),
         )
+        if self.metrics is not None:
+            self.metrics.jobs_rescued([r["status"] for r in rows])
         if overdue:
             # the ceiling of max_processing_time_minutes was hit: loud on purpose
             self.log.error("jobs_over_max_processing_time", job_ids=overdue[:20], count=len(overdue))

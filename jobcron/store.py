@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from jobcron.db import Connection
@@ -146,10 +148,14 @@ def get_file(conn: Connection, file_id: str) -> dict[str, Any] | None:
     return _one(conn, "get_file", {"id": file_id})
 
 
-def heartbeat_job(conn: Connection, job_id: str, lease_token: str) -> bool | None:
-    """Refresh a running job's heartbeat: None if the lease is lost, else whether cancel was requested."""
+def heartbeat_job(conn: Connection, job_id: str, lease_token: str) -> str | None:
+    """Refresh a running job's heartbeat: None if the lease is lost, else the cancel request: "", "cancel" or "force"."""
     row = _one(conn, "heartbeat_job", {"id": job_id, "lease_token": lease_token})
-    return None if row is None else bool(row["cancel_requested"])
+    if row is None:
+        return None
+    if not row["cancel_requested"]:
+        return ""
+    return "force" if row["cancel_force"] else "cancel"
 
 
 def release_worker_jobs(conn: Connection, worker_id: str, keep_id: str | None) -> list[str]:
@@ -376,9 +382,26 @@ def schedule_get(conn: Connection, key: str) -> dict[str, Any] | None:
     return _one(conn, "schedule_get", {"key": key})
 
 
+def schedule_get_locked(conn: Connection, schedule_id: int) -> dict[str, Any] | None:
+    """A schedule, row-locked until the transaction ends."""
+    return _one(conn, "schedule_get_locked", {"id": schedule_id})
+
+
+def schedule_db_now(conn: Connection, now: datetime | None = None) -> datetime:
+    """The database clock (or `now` when given)."""
+    row = _one(conn, "schedule_db_now", {"now": now})
+    assert row is not None
+    return row["now"]  # type: ignore[no-any-return]
+
+
 def schedule_list(conn: Connection) -> list[dict[str, Any]]:
-    """Every schedule."""
+    """Every schedule with its latest job's status."""
     return _all(conn, "schedule_list")
+
+
+def schedule_execution_tally(conn: Connection, schedule_id: int) -> dict[str, int]:
+    """Number of a schedule's executions per job status."""
+    return {r["job_status"]: r["n"] for r in _all(conn, "schedule_execution_tally", {"id": schedule_id})}
 
 
 def schedule_set_enabled(
@@ -404,3 +427,302 @@ def schedule_executions(conn: Connection, schedule_id: int, limit: int = 20) -> 
 def schedules_due(conn: Connection, now: datetime | None = None) -> list[dict[str, Any]]:
     """Enabled schedules whose next run has come."""
     return _all(conn, "schedules_due", {"now": now})
+
+
+# --- demo --------------------------------------------------------------------------------------------
+
+
+def demo_file_by_path(conn: Connection, file_path: str) -> str | None:
+    """The id of the newest files row for this path, if any."""
+    row = _one(conn, "demo_file_by_path", {"file_path": file_path})
+    return str(row["id"]) if row else None
+
+
+def demo_job_outcomes(conn: Connection, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Status, duration, result, error and file name of the given jobs."""
+    return _all(conn, "demo_job_outcomes", {"ids": list(job_ids)})
+
+
+def demo_insights(conn: Connection, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The insights the given jobs wrote."""
+    return _all(conn, "demo_insights", {"ids": list(job_ids)})
+
+
+# --- operator tools ----------------------------------------------------------------------------------
+# Commands get a connection from the operator or from an application: rows are read as dicts whatever
+# the connection's own row factory is, and nothing here commits on the caller's behalf.
+
+
+def _ops_rows(
+    conn: psycopg.Connection[Any], name: str, params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql(name), params or {})
+        return cur.fetchall()
+
+
+def _ops_row(
+    conn: psycopg.Connection[Any], name: str, params: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql(name), params or {})
+        return cur.fetchone()
+
+
+def ops_status_rows(
+    conn: Connection, queries: Sequence[tuple[str, dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Run read-only queries in one snapshot and one round trip; rows by query name."""
+    with conn.transaction():
+        conn.execute(sql("ops_read_only_snapshot"))
+        with conn.pipeline():
+            cursors = []
+            for name, params in queries:
+                cur = conn.cursor(row_factory=dict_row)
+                cur.execute(sql(name), params)
+                cursors.append((name, cur))
+        return {name: cur.fetchall() for name, cur in cursors}
+
+
+def ops_finished_counts(conn: Connection) -> dict[str, int]:
+    """Exact counts of finished jobs per status (a full scan)."""
+    return {r["status"]: int(r["n"]) for r in _ops_rows(conn, "ops_finished_counts")}
+
+
+def ops_workers(conn: Connection, dead_after_seconds: float) -> list[dict[str, Any]]:
+    """Every daemon row with alive/dead and the job it runs."""
+    return _ops_rows(conn, "ops_workers", {"dead_after_seconds": float(dead_after_seconds)})
+
+
+def ops_jobs_list(
+    conn: Connection,
+    *,
+    statuses: Sequence[str] | None,
+    user_id: str | None,
+    job_type: str | None,
+    since: datetime | None,
+    since_seconds: float | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Jobs newest first, filtered."""
+    return _ops_rows(
+        conn,
+        "ops_jobs_list",
+        {
+            "statuses": list(statuses) if statuses else None,
+            "user_id": user_id,
+            "job_type": job_type,
+            "since": since,
+            "since_seconds": since_seconds,
+            "limit": limit,
+        },
+    )
+
+
+def ops_job_show(conn: Connection, job_id: str) -> dict[str, Any] | None:
+    """Everything about one job."""
+    return _ops_row(conn, "ops_job_show", {"id": job_id})
+
+
+def ops_job_insights(conn: Connection, job_id: str, limit: int) -> list[dict[str, Any]]:
+    """The insights a job produced."""
+    return _ops_rows(conn, "ops_job_insights", {"id": job_id, "limit": limit})
+
+
+def ops_job_state(conn: Connection, job_id: str) -> dict[str, Any] | None:
+    """A job's status and lease facts."""
+    return _ops_row(conn, "ops_job_state", {"id": job_id})
+
+
+def ops_job_cancel(conn: Connection, job_id: str, *, force: bool, by: str) -> dict[str, Any] | None:
+    """Cancel a pending job or ask a running one to stop (with "ID:force" sent when forced); None if neither."""
+    with conn.transaction():
+        row = _ops_row(conn, "ops_job_cancel", {"id": job_id, "force": force, "by": by})
+        if row is not None and row["status"] == "processing" and force:
+            # the trigger sends the plain request; "force" must reach the daemon at once as well
+            conn.execute(sql("ops_notify_cancel"), {"payload": f"{job_id}:force"})
+    return row
+
+
+def ops_job_retry(conn: Connection, job_id: str, by: str) -> dict[str, Any] | None:
+    """A failed or cancelled job back to pending; None if it is in another state."""
+    with conn.transaction():
+        row = _ops_row(conn, "ops_job_retry", {"id": job_id, "by": by})
+        if row is not None:
+            notify_jobs(conn, "retried")
+    return row
+
+
+def _stale_params(
+    stale_after_seconds: float, older_than_seconds: float | None, include_alive: bool
+) -> dict[str, Any]:
+    return {
+        "stale_after_seconds": float(stale_after_seconds),
+        "older_than_seconds": None if older_than_seconds is None else float(older_than_seconds),
+        "include_alive": include_alive,
+    }
+
+
+def ops_stale_jobs(
+    conn: Connection, *, stale_after_seconds: float, older_than_seconds: float | None, include_alive: bool
+) -> list[dict[str, Any]]:
+    """The running jobs an emergency reset would take."""
+    return _ops_rows(
+        conn, "ops_stale_jobs", _stale_params(stale_after_seconds, older_than_seconds, include_alive)
+    )
+
+
+def ops_reset_stale(
+    conn: Connection,
+    *,
+    stale_after_seconds: float,
+    older_than_seconds: float | None,
+    include_alive: bool,
+    retry_failed_jobs: bool,
+    default_max_retries: int,
+    by: str,
+) -> list[dict[str, Any]]:
+    """Reset running jobs under the lease rules (an attempt each); wakes daemons when some went back to pending."""
+    params = {
+        **_stale_params(stale_after_seconds, older_than_seconds, include_alive),
+        "retry_failed_jobs": retry_failed_jobs,
+        "default_max_retries": default_max_retries,
+        "by": by,
+    }
+    with conn.transaction():
+        rows = _ops_rows(conn, "ops_reset_stale", params)
+        if any(r["status"] == "pending" for r in rows):
+            notify_jobs(conn, "reset")
+    return rows
+
+
+def ops_purge_count(conn: Connection, statuses: Sequence[str], older_than_seconds: float) -> int:
+    """How many finished jobs a purge would delete."""
+    row = _ops_row(
+        conn, "ops_purge_count", {"statuses": list(statuses), "older_than_seconds": float(older_than_seconds)}
+    )
+    return int(row["n"]) if row else 0
+
+
+def ops_purge_batch(conn: Connection, statuses: Sequence[str], older_than_seconds: float, batch: int) -> int:
+    """Delete one batch of old finished jobs; the number deleted."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql("ops_purge_batch"),
+            {"statuses": list(statuses), "older_than_seconds": float(older_than_seconds), "batch": batch},
+        )
+        return cur.rowcount
+
+
+def ops_pause(conn: Connection, job_type: str, by: str) -> bool:
+    """Pause claiming of a job type ('*' = all); False when it was already paused."""
+    return _ops_row(conn, "ops_pause", {"job_type": job_type, "by": by}) is not None
+
+
+def ops_resume(conn: Connection, job_types: Sequence[str] | None) -> list[str]:
+    """Lift the pauses of these job types (None: every pause); the ones that were lifted."""
+    if job_types is None:
+        return [r["job_type"] for r in _ops_rows(conn, "ops_resume_all")]
+    return [r["job_type"] for r in _ops_rows(conn, "ops_resume", {"job_types": list(job_types)})]
+
+
+def ops_pauses(conn: Connection) -> list[dict[str, Any]]:
+    """Current pauses with when and by whom."""
+    return _ops_rows(conn, "ops_pauses")
+
+
+def ops_enqueue_one(conn: psycopg.Connection[Any], fields: dict[str, Any]) -> tuple[str, bool] | None:
+    """Insert one job (and its files row); (id, created) — created False: a job with its dedup_key runs already."""
+    params = dict(fields)
+    params["metadata"] = None if params.get("metadata") is None else Jsonb(params["metadata"])
+    file_path = params.pop("file_path", None)
+    if file_path is not None:
+        file_row = _ops_row(
+            conn,
+            "insert_file",
+            {
+                "file_path": file_path,
+                "original_name": params.pop("original_name", None),
+                "user_id": params.get("user_id"),
+                "size_bytes": params.pop("size_bytes", None),
+            },
+        )
+        assert file_row is not None
+        params["file_id"] = file_row["id"]
+    params.pop("original_name", None)
+    params.pop("size_bytes", None)
+    row = _ops_row(conn, "ops_enqueue_one", params)
+    return None if row is None else (str(row["id"]), bool(row["created"]))
+
+
+def ops_enqueue_stream(
+    conn: psycopg.Connection[Any], make_rows: Callable[[datetime], Iterable[Sequence[Any]]]
+) -> tuple[int, int]:
+    """COPY rows (ENQUEUE_COLUMNS order, built by make_rows(database now)) into the queue; (inserted, given).
+
+    Rows go straight into processing_jobs, so the server inserts while the caller still parses, until
+    the first row with a dedup_key or a file to register: from there on they pass through a staging
+    table whose INSERT ... ON CONFLICT skips duplicates and which registers the files rows first.
+    """
+    rows = iter(make_rows(ops_clock(conn)))
+    direct = 0
+    first_staged: Sequence[Any] | None = None
+    with conn.cursor() as cur:
+        with cur.copy(sql("ops_enqueue_direct_copy")) as copy:
+            for row in rows:
+                if row[8] is not None or row[11] is not None:  # dedup_key, file_path
+                    first_staged = row
+                    break
+                copy.write_row(row[:11])
+                direct += 1
+        if first_staged is None:
+            return direct, direct
+        cur.execute(sql("ops_enqueue_stage_drop"))
+        cur.execute(sql("ops_enqueue_stage_create"))
+        staged = 1
+        with cur.copy(sql("ops_enqueue_stage_copy")) as copy:
+            copy.write_row((0, *first_staged))
+            for row in rows:
+                copy.write_row((staged, *row))
+                staged += 1
+        cur.execute(sql("ops_enqueue_stage_files"))
+        with_files = cur.rowcount
+        cur.execute(sql("ops_enqueue_from_stage"))
+        inserted = cur.rowcount
+        if with_files and inserted < staged:
+            cur.execute(sql("ops_enqueue_orphan_files"))
+        cur.execute(sql("ops_enqueue_stage_drop"))
+    return direct + inserted, direct + staged
+
+
+# The column order of ops_enqueue_stream rows.
+ENQUEUE_COLUMNS = (
+    "id",
+    "job_type",
+    "user_id",
+    "metadata",
+    "priority",
+    "scheduled_at",
+    "max_retries",
+    "timeout_seconds",
+    "dedup_key",
+    "file_id",
+    "business_description",
+    "file_path",
+    "original_name",
+    "size_bytes",
+)
+
+
+def ops_clock(conn: Connection) -> datetime:
+    """The database clock."""
+    row = _ops_row(conn, "ops_clock")
+    assert row is not None
+    return row["now"]  # type: ignore[no-any-return]
+
+
+def ops_queue_sample(conn: Connection) -> dict[str, Any]:
+    """Queue depth and the oldest due pending job's wait."""
+    row = _ops_row(conn, "ops_queue_sample")
+    assert row is not None
+    return row

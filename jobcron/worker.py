@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 import structlog
@@ -26,8 +26,12 @@ from jobcron.wakeup import Listener
 from jobcron.workflows import Registry
 from jobcron.workflows.base import FileInfo, WorkflowContext, WorkflowSettings
 
+if TYPE_CHECKING:
+    from jobcron.metrics import Metrics
+
 T = TypeVar("T")
 EXIT_CLEAN = 0
+RECHECK_AFTER_BUSY_SECONDS = 0.05
 
 _OUTCOME_EVENTS = {
     JobStatus.COMPLETED: "job_completed",
@@ -63,6 +67,7 @@ class Worker:
         self.log = structlog.get_logger().bind(worker_id=self.worker_id)
         self.registry = Registry(config.workflows)
         self.policy = RunPolicy.from_config(config)
+        self.settings = _workflow_settings(config)
         self.wake = threading.Event()
         self.stop_event = threading.Event()  # first signal: stop claiming, let the job finish
         self.hard_stop = threading.Event()  # second signal or grace over: stop waiting
@@ -74,9 +79,11 @@ class Worker:
         self.housekeeper = Housekeeper(
             config, self.worker_id, self.log, self.notifier, on_grace_expired=self._grace_expired
         )
+        self.housekeeper.on_pauses_changed = self.wake.set
         self.listener: Listener | None = None
         self.children: ChildRunner | None = None
         self.on_job_start: Callable[[ClaimedJob], None] | None = None  # test hook
+        self.metrics: Metrics | None = None  # counters only, set by `run --metrics-port`
 
     # --- control ----------------------------------------------------------------------------------------
 
@@ -108,7 +115,7 @@ class Worker:
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self.config, purpose="worker")
+            self._conn = connect(self.config, purpose="worker", generic_plans=True)
             # prepare the hot statements at once rather than after five uses
             self._conn.prepare_threshold = 0
         return self._conn
@@ -126,6 +133,7 @@ class Worker:
         stop = self.hard_stop if must_finish else self.stop_event
 
         def on_retry(state: Any) -> None:
+            self.housekeeper.loop_tick = time.monotonic()  # retrying the database is not a hung loop
             if not self._db_down:
                 exc = state.outcome.exception() if state.outcome else None
                 self.log.warning("db_unavailable", error=str(exc).strip()[:200])
@@ -139,6 +147,8 @@ class Worker:
                 if self._db_down:
                     self._db_down = False
                     self.log.info("db_reconnected")
+                    if self.metrics is not None:
+                        self.metrics.db_reconnected("worker")
                     self.notifier.status("idle")
                     # a claim whose commit we never saw leaves a job we don't run: put it back uncharged
                     keep = self.housekeeper.running()
@@ -212,7 +222,7 @@ class Worker:
             metadata={},
             file=None,
             logger=self.log,
-            settings=self._workflow_settings(),
+            settings=self.settings,
             created_at=job.created_at,
         )
         if job.cancel_requested:
@@ -223,6 +233,8 @@ class Worker:
             job, ctx, supervised_by_main=process_mode, timeout_seconds=timeout
         )
         self.log.debug("job_claimed")
+        if self.metrics is not None:
+            self.metrics.job_claimed(job.job_type)
         if self.on_job_start is not None:
             self.on_job_start(job)
         try:
@@ -255,14 +267,6 @@ class Worker:
             cancel_grace_seconds=c.daemon.cancel_grace_seconds,
             force_cancel=lambda: running.force,
             stop_deadline=lambda: self.housekeeper.grace_deadline,
-        )
-
-    def _workflow_settings(self) -> WorkflowSettings:
-        p = self.config.job_processing
-        return WorkflowSettings(
-            file_root=p.file_root,
-            analysis_max_rows=p.analysis_max_rows,
-            analysis_max_bytes=p.analysis_max_bytes,
         )
 
     def _load_file(self, file_id: str) -> FileInfo | None:
@@ -324,6 +328,8 @@ class Worker:
 
     def _log_outcome(self, outcome: Outcome, running: Running) -> None:
         duration_ms = round((time.monotonic() - running.since) * 1000, 2)
+        if self.metrics is not None:
+            self.metrics.job_outcome(running.job.job_type, outcome, duration_ms / 1000)
         if outcome.status == JobStatus.PENDING and outcome.uncharge:
             self.log.info("job_interrupted", duration_ms=duration_ms)
         elif outcome.status == JobStatus.PENDING:
@@ -405,12 +411,14 @@ class Worker:
     def run(self) -> int:
         """Loop until stopped (or until --max-jobs / --once say so); returns the exit code."""
         self.start()
+        busy = False
         try:
             while not self.stopping:
                 self.wake.clear()
                 if self.reload_requested.is_set():
                     self._reload()
                 if self.run_once():
+                    busy = True
                     if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
                         self.log.info("max_jobs_reached", max_jobs=self.max_jobs)
                         break
@@ -418,14 +426,24 @@ class Worker:
                 if self.once and not self.stopping:
                     break
                 self.housekeeper.loop_tick = time.monotonic()
-                self.wake.wait(self._idle_wait())
+                self.wake.wait(self._idle_wait(just_busy=busy))
+                busy = False
         finally:
             self.shutdown()
         return EXIT_CLEAN
 
-    def _idle_wait(self) -> float:
-        """The poll interval, shortened to when the next retry or delayed job becomes due."""
+    def _idle_wait(self, *, just_busy: bool = False) -> float:
+        """The poll interval, shortened to when the next retry or delayed job becomes due.
+
+        Right after a busy stretch the first wait is short: a claim can come back empty while another
+        daemon is mid-claim for the only user with a free slot, and that claim commits in a moment.
+        """
         interval = self.config.poll_interval_seconds
+        if just_busy:
+            interval = min(interval, RECHECK_AFTER_BUSY_SECONDS)
+        if self.notifier.watchdog_seconds is not None:
+            # the watchdog trusts a loop that ticks: an idle daemon must wake well within WatchdogSec
+            interval = min(interval, self.notifier.watchdog_seconds / 3)
         due = self._db(store.next_due_in)
         return interval if due is None else max(0.01, min(interval, due))
 
@@ -438,11 +456,13 @@ class Worker:
             new = self.reload_config()
         except Exception as exc:  # a bad edit must not stop a running daemon
             self.log.error("config_reload_failed", error=str(exc))
-            self.notifier.status("idle")
+            # without READY=1 systemd would show the unit as reloading forever
+            self.notifier.send("READY=1\nSTATUS=idle (config reload failed, old config kept)")
             return
         self.config = new
         self.housekeeper.config = new
         self.policy = RunPolicy.from_config(new)
+        self.settings = _workflow_settings(new)
         if self.children is not None:
             self.children.close()  # the next job starts a child with the new settings
             self.children = None
@@ -470,6 +490,15 @@ class Worker:
     def _release_and_unregister(self, conn: Connection) -> None:
         self._release_prefetched(conn)
         store.worker_unregister(conn, self.worker_id)
+
+
+def _workflow_settings(config: Config) -> WorkflowSettings:
+    p = config.job_processing
+    return WorkflowSettings(
+        file_root=p.file_root,
+        analysis_max_rows=p.analysis_max_rows,
+        analysis_max_bytes=p.analysis_max_bytes,
+    )
 
 
 def _loggable_config(config: Config) -> dict[str, Any]:
