@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import types
 import typing
@@ -46,6 +47,8 @@ class DatabaseSettings:
     url: str | None = _opt(None, secret=True)
     connect_timeout_seconds: int = _opt(5, lo=1, hi=300)
     application_name: str = _opt("job_cron")
+    # false behind a transaction-mode pooler that cannot keep prepared statements or startup options
+    prepared_statements: bool = _opt(True)
 
 
 @dataclass(frozen=True)
@@ -297,11 +300,33 @@ def load_config(
             if value is not None:
                 sections.setdefault(section, {})[key] = value
 
+    _anchor_file_root(sections, raw, path)
     built: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
         built[section] = _build_section(section, cls, sections.get(section, {}))
     built["workflows"] = _check_workflows(workflows)
     return Config(**built)
+
+
+def _anchor_file_root(
+    sections: dict[str, dict[str, Any]], raw: Mapping[str, Any], path: str | Path | None
+) -> None:
+    """A relative job_processing.file_root written in the config file is relative to that file's folder.
+
+    The daemon's working directory depends on how it was started (systemd runs it in /); the
+    file's folder does not. A value from the environment or a flag stays as given.
+    """
+    from_file = raw.get("job_processing", {})
+    root = sections.get("job_processing", {}).get("file_root")
+    if (
+        path is None
+        or not isinstance(from_file, dict)
+        or not isinstance(root, str)
+        or root != from_file.get("file_root")
+        or Path(root).is_absolute()
+    ):
+        return
+    sections["job_processing"]["file_root"] = str(Path(os.path.abspath(Path(path).parent / root)))
 
 
 def _build_section(section: str, cls: type[Any], values: Mapping[str, Any]) -> Any:

@@ -66,11 +66,14 @@ def connect(
     so bitmap scans (which sort what an ordered index scan would stream) are turned off there.
     """
     dsn = dsn_of(config)
+    prepared = config.database.prepared_statements
     extra: dict[str, Any] = (
-        {"options": "-c plan_cache_mode=force_generic_plan -c enable_bitmapscan=off"} if generic_plans else {}
+        {"options": "-c plan_cache_mode=force_generic_plan -c enable_bitmapscan=off"}
+        if generic_plans and prepared
+        else {}
     )
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             autocommit=autocommit,
             row_factory=dict_row,
@@ -80,6 +83,11 @@ def connect(
         )
     except psycopg.Error as exc:
         raise type(exc)(scrub(str(exc), dsn)) from None
+    if generic_plans and prepared:
+        conn.prepare_threshold = 0  # prepare the hot statements at once rather than after five uses
+    elif not prepared:
+        conn.prepare_threshold = None  # a transaction-mode pooler would lose them between transactions
+    return conn
 
 
 def connect_dsn(dsn: str, *, autocommit: bool = True) -> Connection:

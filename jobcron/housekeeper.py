@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 TICK_SECONDS = 0.05
 MAX_BATCHES_PER_RUN = 20
+RETENTION_BUDGET_SECONDS = 1.0
+RETENTION_BACKLOG_SECONDS = 0.5
 PAUSE_REFRESH_SECONDS = 1.0
 
 
@@ -81,6 +83,7 @@ class Housekeeper(threading.Thread):
         self.grace_deadline: float | None = None
         self.state = "starting"
         self.loop_tick = time.monotonic()
+        self.retention_backlog = False
         self.duties: list[Duty] = [
             Duty(
                 "worker_heartbeat",
@@ -88,7 +91,15 @@ class Housekeeper(threading.Thread):
                 self._worker_heartbeat,
             ),
             Duty("rescue", lambda: self.config.daemon.rescue_interval_seconds, self._rescue),
-            Duty("retention", lambda: self.config.daemon.retention_interval_seconds, self._retention),
+            Duty(
+                "retention",
+                lambda: (
+                    RETENTION_BACKLOG_SECONDS
+                    if self.retention_backlog
+                    else self.config.daemon.retention_interval_seconds
+                ),
+                self._retention,
+            ),
             Duty("schedules", lambda: self.config.daemon.schedule_check_seconds, self._schedules),
         ]
         self._conn: Connection | None = None
@@ -272,11 +283,17 @@ class Housekeeper(threading.Thread):
             return  # 0 keeps finished jobs forever
         deleted = 0
         batch = self.config.daemon.retention_batch_size
-        # small batches keep each delete short; a cap per run keeps the housekeeper responsive
-        for _ in range(MAX_BATCHES_PER_RUN):
+        began = time.monotonic()
+        self.retention_backlog = False
+        # small batches keep each delete short; a time budget per run keeps the heartbeats flowing,
+        # and a backlog brings the next run forward so pruning keeps up with a busy queue
+        while True:
             n = store.prune_finished_jobs(conn, days * 86400, batch)
             deleted += n
             if n < batch or self.halt.is_set():
+                break
+            if time.monotonic() - began >= RETENTION_BUDGET_SECONDS:
+                self.retention_backlog = True
                 break
         if deleted:
             self.log.info("jobs_pruned", count=deleted, older_than_days=days)
@@ -301,6 +318,10 @@ class Housekeeper(threading.Thread):
                 break
 
     def _rescue(self, conn: Connection) -> None:
+        self.rescue(conn)
+
+    def rescue(self, conn: Connection, *, restarted_worker: str | None = None) -> list[str]:
+        """Rescue stale jobs (and, at start, those an earlier run of this worker id left); their ids."""
         c = self.config
         rows = store.rescue_stale_jobs(
             conn,
@@ -309,9 +330,10 @@ class Housekeeper(threading.Thread):
             max_processing_seconds=c.job_processing.max_processing_time_minutes * 60,
             retry_failed_jobs=c.scheduler_settings.retry_failed_jobs,
             default_max_retries=c.scheduler_settings.max_retries,
+            restarted_worker=restarted_worker,
         )
         if not rows:
-            return
+            return []
         if any(r["status"] == "pending" for r in rows):
             store.notify_jobs(conn, "rescued")  # every idle daemon, this one included, looks at once
         overdue = [str(r["id"]) for r in rows if r["overdue"]]
@@ -327,6 +349,7 @@ class Housekeeper(threading.Thread):
         if overdue:
             # the ceiling of max_processing_time_minutes was hit: loud on purpose
             self.log.error("jobs_over_max_processing_time", job_ids=overdue[:20], count=len(overdue))
+        return [str(r["id"]) for r in rows]
 
 
 def _host_pid() -> tuple[str, int]:

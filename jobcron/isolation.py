@@ -206,9 +206,15 @@ class ChildRunner:
         return code
 
     def close(self) -> None:
-        """Stop the warm child (daemon shutdown)."""
-        if self._proc is not None and self._proc.is_alive():
-            self.kill("daemon stopping")
+        """Stop the warm child (daemon shutdown): an idle child ends when its pipe closes."""
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            if self._pipe is not None:
+                self._pipe.close()
+                self._pipe = None
+            proc.join(1.0)
+            if proc.is_alive():
+                self.kill("daemon stopping")
         self._discard()
 
     def run(

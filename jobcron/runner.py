@@ -149,10 +149,19 @@ def normalise_result(value: Any) -> WorkflowResult:
     """Accept a WorkflowResult or a plain JSON-serialisable value; check it can be stored."""
     result = value if isinstance(value, WorkflowResult) else WorkflowResult(result=value)
     try:
-        json.dumps(result.result, default=_json_default)
+        # NaN and infinities are not JSON: caught here with a clear message, not at record time
+        json.dumps(result.result, default=_json_default, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise PermanentError(f"workflow result is not JSON-serialisable: {exc}") from None
     return result
+
+
+def _json_copy(value: Any, what: str) -> Any:
+    """value as plain JSON data, or PermanentError saying what is not JSON (NaN included)."""
+    try:
+        return json.loads(json.dumps(value, default=_json_default, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
 def _json_default(value: Any) -> Any:
@@ -173,7 +182,7 @@ def insight_rows(insights: list[Insight]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "insight_type": item.insight_type,
-                "content": json.loads(json.dumps(item.content, default=_json_default)),
+                "content": _json_copy(item.content, f"insight {item.insight_type!r} content"),
                 "confidence_score": None if score is None else round(float(score), 2),
             }
         )

@@ -116,8 +116,6 @@ class Worker:
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self.config, purpose="worker", generic_plans=True)
-            # prepare the hot statements at once rather than after five uses
-            self._conn.prepare_threshold = 0
         return self._conn
 
     def _db(self, fn: Callable[[Connection], T], *, must_finish: bool = False) -> T:
@@ -377,9 +375,11 @@ class Worker:
         conn = self._db(lambda c: c)
         migrate.check(conn)
         store.worker_register(conn, self.worker_id, *_host_pid(), "idle", _version())
-        released = store.release_worker_jobs(conn, self.worker_id, None)
-        if released:
-            self.log.info("jobs_released", job_ids=released)
+        # jobs an earlier run under this id left processing died with it: rescued now and charged
+        # an attempt, so a job that kills its daemon cannot make it crash-loop forever
+        rescued = self.housekeeper.rescue(conn, restarted_worker=self.worker_id)
+        if rescued:
+            self.log.warning("jobs_rescued_at_start", job_ids=rescued)
         if not self.config.job_processing.auto_start_processing:
             store.pause_all_if_absent(conn, self.worker_id)
             self.log.warning("worker_started_paused", hint="run `job_cron resume` to start processing")

@@ -26,6 +26,7 @@ ALL = {
         "hog",
         "hang",
         "cooperative",
+        "nan_result",
     )
 }
 
@@ -125,3 +126,8 @@ def cooperative(ctx: WorkflowContext) -> None:
     while True:
         ctx.check_cancelled()
         time.sleep(0.02)
+
+
+def nan_result(ctx: WorkflowContext) -> dict[str, float]:
+    """Returns a value JSON cannot hold."""
+    return {"mean": float("nan")}

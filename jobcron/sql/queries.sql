@@ -266,8 +266,12 @@ RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.meta
 -- Record an attempt's outcome (completed, failed, cancelled, or pending for a retry) if this worker still holds the lease.
 WITH done AS (
     UPDATE processing_jobs
-    SET status = %(status)s::text,
-        completed_at = CASE WHEN %(status)s::text = 'pending' THEN NULL ELSE now() END,
+    -- a job going back to pending while a cancel was requested is cancelled instead: claims pass
+    -- over cancel-requested rows, so it would otherwise wait there for good
+    SET status = CASE WHEN %(status)s::text = 'pending' AND cancel_requested THEN 'cancelled'
+                      ELSE %(status)s::text END,
+        completed_at = CASE WHEN %(status)s::text = 'pending' AND NOT cancel_requested THEN NULL
+                            ELSE now() END,
         scheduled_at = CASE WHEN %(status)s::text = 'pending'
                             THEN now() + make_interval(secs => %(delay_seconds)s::float8)
                             ELSE scheduled_at END,
@@ -340,7 +344,11 @@ RETURNING cancel_requested,
 -- name: release_worker_jobs
 -- Put back, uncharged, jobs this worker holds but is not running (a claim whose commit was not seen).
 UPDATE processing_jobs
-SET status = 'pending', attempts = greatest(attempts - 1, 0), heartbeat_at = NULL,
+-- a cancel requested meanwhile is honoured: claims pass over cancel-requested rows, so putting one
+-- back as pending would leave it there for good
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
+    completed_at = CASE WHEN cancel_requested THEN now() END,
+    attempts = greatest(attempts - 1, 0), heartbeat_at = NULL,
     user_slot = NULL, updated_at = now()
 WHERE status = 'processing' AND locked_by = %(worker_id)s
   AND (%(keep_id)s::uuid IS NULL OR id <> %(keep_id)s::uuid)
@@ -351,13 +359,17 @@ RETURNING id;
 WITH stale AS (
     SELECT id,
            heartbeat_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(stale_after_seconds)s::float8)
-               AS lost,
+               OR locked_by = %(restarted_worker)s::text AS lost,
            started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8)
                AS overdue
     FROM processing_jobs
     WHERE status = 'processing'
       AND (heartbeat_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(stale_after_seconds)s::float8)
-           OR started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8))
+           OR started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8)
+           -- a daemon starting under the id of one that died (systemd restarts, stable ids) rescues
+           -- that run's jobs at once and charges them: a job that crashes its daemon must use up
+           -- its attempts rather than crash it forever
+           OR locked_by = %(restarted_worker)s::text)
     FOR UPDATE SKIP LOCKED
 ), decided AS (
     SELECT j.id, s.lost, s.overdue, j.locked_by, j.heartbeat_at, j.started_at,

@@ -311,3 +311,50 @@ def test_unknown_lease_state_after_a_lost_commit_is_not_lease_lost(conn: Conn, c
     state = store.job_lease_state(conn, job_id, claimed.lease_token)
     assert state == {"status": "completed", "ours": True}
     assert store.job_lease_state(conn, job_id, str(uuid.uuid4())) == {"status": "completed", "ours": False}
+
+
+def test_nan_result_fails_at_once_with_a_clear_error(conn: Conn, config: Config) -> None:
+    job_id = insert_job(conn, job_type="nan_result")
+    Worker(config).run_once()
+    row = job(conn, job_id)
+    assert row["status"] == "failed" and row["retry_count"] == 0
+    assert "not JSON-serialisable" in row["error_message"]
+
+
+def test_a_put_back_job_with_a_cancel_requested_ends_cancelled(conn: Conn, config: Config) -> None:
+    # a claim whose commit was not seen, cancelled meanwhile: releasing it must not strand it as pending
+    stranded = insert_job(conn, status="processing", locked_by="w-lost", cancel_requested=True)
+    assert store.release_worker_jobs(conn, "w-lost", None) == [stranded]
+    row = job(conn, stranded)
+    assert row["status"] == "cancelled" and row["completed_at"] is not None
+
+
+def test_a_restarted_worker_id_rescues_and_charges_its_earlier_runs_jobs(conn: Conn, config: Config) -> None:
+    # systemd restarts a crashed daemon under the same id: the job it died running is charged an attempt
+    left = insert_job(conn, status="processing", locked_by="host-1", attempts=1, max_retries=0)
+    retried = insert_job(conn, status="processing", locked_by="host-1", attempts=1)
+    other = insert_job(conn, status="processing", locked_by="host-2", attempts=1)
+    worker = Worker(config, worker_id="host-1")
+    worker.start()
+    try:
+        assert job(conn, left)["status"] == "failed"
+        after = job(conn, retried)
+        assert after["status"] == "pending" and after["retry_count"] == 1
+        assert after["errors"][-1]["type"] == "WorkerLost"
+        assert (
+            job(conn, other)["status"] == "processing"
+        )  # another daemon's job is left to the heartbeat rule
+    finally:
+        worker.shutdown()
+
+
+def test_daemon_works_without_prepared_statements(conn: Conn, make_config: Any) -> None:
+    # behind a transaction-mode pooler: no startup options, nothing prepared
+    cfg: Config = make_config(database={"prepared_statements": False})
+    job_id = insert_job(conn, job_type="noop")
+    worker = Worker(cfg)
+    assert worker.run_once()
+    assert job(conn, job_id)["status"] == "completed"
+    c = worker._connection()
+    assert c.prepare_threshold is None
+    assert c.execute("SHOW plan_cache_mode").fetchone() == {"plan_cache_mode": "auto"}

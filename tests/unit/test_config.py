@@ -160,3 +160,22 @@ def test_redact_url(url: str, expected: str) -> None:
 def test_config_show_redacts() -> None:
     config = load_config(None, {"DATABASE_URL": "postgresql://u:hunter2@h/db"})
     assert "hunter2" not in json.dumps(config_as_dict(config))
+
+
+def test_relative_file_root_in_the_file_is_relative_to_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "config.json"
+    path.write_text(json.dumps({"job_processing": {"file_root": "data/uploads"}}))
+    assert load_config(path, {}).job_processing.file_root == str(folder / "data" / "uploads")
+    # from the environment it stays as given (relative to where the daemon runs)
+    env = {"JOB_CRON_JOB_PROCESSING_FILE_ROOT": "uploads"}
+    assert load_config(path, env).job_processing.file_root == "uploads"
+    path.write_text(json.dumps({"job_processing": {"file_root": "/srv/uploads"}}))
+    assert load_config(path, {}).job_processing.file_root == "/srv/uploads"
+
+
+def test_prepared_statements_switch(tmp_path: Path) -> None:
+    assert load_config(None, {}).database.prepared_statements is True
+    env = {"JOB_CRON_DATABASE_PREPARED_STATEMENTS": "false"}
+    assert load_config(None, env).database.prepared_statements is False
