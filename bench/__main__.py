@@ -7,8 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench.extra import run_analysis, run_ops
 from bench.harness import RESULTS, Run, Server
 from bench.workloads import FULL, QUICK, WORKLOADS
+
+WORKLOADS = {**WORKLOADS, "ops": run_ops, "analysis": run_analysis}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,13 +92,13 @@ def median_ms(fn: Callable[[], Any], runs: int = RUNS) -> dict[str, float]:
     return {"median_ms": round(statistics.median(times), 2), "max_ms": round(max(times), 2)}
 
 
-def build(conn: psycopg.Connection[dict[str, Any]]) -> float:
+def build(conn: psycopg.Connection[dict[str, Any]], finished: int = FINISHED) -> float:
     """Fill the table; returns seconds taken."""
     t0 = time.perf_counter()
     step = 250_000
-    for lo in range(1, FINISHED + 1, step):
-        conn.execute(FILL_FINISHED, {"lo": lo, "hi": min(lo + step - 1, FINISHED)})
-        print(f"bench.ops: {min(lo + step - 1, FINISHED):,} finished jobs", file=sys.stderr)
+    for lo in range(1, finished + 1, step):
+        conn.execute(FILL_FINISHED, {"lo": lo, "hi": min(lo + step - 1, finished)})
+        print(f"bench.ops: {min(lo + step - 1, finished):,} finished jobs", file=sys.stderr)
     conn.execute(FILL_PENDING, {"n": PENDING})
     conn.execute(FILL_RUNNING)
     conn.execute(FILL_WORKERS)
@@ -139,35 +139,36 @@ def latencies(conn: psycopg.Connection[dict[str, Any]], config: Any) -> dict[str
     return out
 
 
-def bulk_rates(conn: psycopg.Connection[dict[str, Any]], folder: Path) -> dict[str, Any]:
-    """Bulk enqueue of BULK_ROWS through the CLI's code path and through the Python API."""
+def bulk_rates(conn: psycopg.Connection[dict[str, Any]], folder: Path, count: int = 0) -> dict[str, Any]:
+    """Bulk enqueue of `count` rows (default BULK_ROWS) through the CLI's code path and through the Python API."""
+    n = count or BULK_ROWS
     lines = [
         json.dumps(
             {"job_type": "bulk", "user_id": f"u{i % 500}", "metadata": {"n": i, "path": f"/data/f{i}.csv"}}
         )
-        for i in range(BULK_ROWS)
+        for i in range(n)
     ]
     path = folder / "jobs.jsonl"
     path.write_text("\n".join(lines) + "\n")
     rows = [
         {"job_type": "bulk", "user_id": f"u{i % 500}", "metadata": {"n": i, "path": f"/data/f{i}.csv"}}
-        for i in range(BULK_ROWS)
+        for i in range(n)
     ]
-    out: dict[str, Any] = {"rows": BULK_ROWS}
+    out: dict[str, Any] = {"rows": n}
     cli_runs, api_runs, server_runs = [], [], []
     for _ in range(2):
         with path.open(encoding="utf-8") as source:
             t0 = time.perf_counter()
             result = bulk.enqueue_bulk(conn, source, "jsonl")
-            cli_runs.append(BULK_ROWS / (time.perf_counter() - t0))
-        assert result.inserted == BULK_ROWS
+            cli_runs.append(n / (time.perf_counter() - t0))
+        assert result.inserted == n
         t0 = time.perf_counter()
-        assert enqueue_many(conn, rows) == BULK_ROWS
-        api_runs.append(BULK_ROWS / (time.perf_counter() - t0))
+        assert enqueue_many(conn, rows) == n
+        api_runs.append(n / (time.perf_counter() - t0))
         with conn.transaction():
             t0 = time.perf_counter()
-            conn.execute(SERVER_INSERT, {"n": BULK_ROWS})
-            server_runs.append(BULK_ROWS / (time.perf_counter() - t0))
+            conn.execute(SERVER_INSERT, {"n": n})
+            server_runs.append(n / (time.perf_counter() - t0))
             raise psycopg.Rollback()
         # keep the table the same size for the next run
         conn.execute("DELETE FROM processing_jobs WHERE job_type = 'bulk'")

@@ -79,7 +79,12 @@ LIMIT %(limit)s::int;
 
 -- name: ops_workers
 -- Every daemon row, alive or dead, with the job it runs now (from the jobs table, not its last report).
-SELECT w.id, w.host, w.pid, w.state, w.version, w.started_at, w.last_seen_at,
+-- the state a daemon last reported lags by up to its heartbeat period; a job it holds says "running" now
+SELECT w.id, w.host, w.pid,
+       CASE WHEN r.id IS NOT NULL AND w.state IN ('idle', 'running') THEN 'running'
+            WHEN r.id IS NULL AND w.state = 'running' THEN 'idle'
+            ELSE w.state END AS state,
+       w.version, w.started_at, w.last_seen_at,
        extract(epoch FROM now() - w.last_seen_at)::float8 AS last_seen_seconds,
        w.last_seen_at >= now() - make_interval(secs => %(dead_after_seconds)s::float8) AS alive,
        r.id AS job_id, r.job_type, r.user_id AS job_user_id,

@@ -48,3 +48,17 @@ def test_auto_start_false_starts_paused(conn: Conn, make_config: Any) -> None:
     conn.execute("DELETE FROM job_pauses")
     assert Worker(make_config(), once=True).run() == 0
     assert store.count_by_status(conn) == {"completed": 1}
+
+
+def test_auto_start_false_does_not_repause_a_running_fleet(conn: Conn, make_config: Any) -> None:
+    # another daemon is alive and processing (an operator resumed it): a restart must not pause everyone
+    conn.execute("INSERT INTO job_workers (id, host, pid, state) VALUES ('w-live', 'h', 1, 'idle')")
+    config: Config = make_config(job_processing={"auto_start_processing": False})
+    insert_job(conn, job_type="noop")
+    assert Worker(config, once=True).run() == 0
+    assert store.paused_types(conn) == []
+    assert store.count_by_status(conn) == {"completed": 1}
+    # a dead fleet (no heartbeat for long) is a cold start: paused again
+    conn.execute("UPDATE job_workers SET last_seen_at = now() - interval '1 hour'")
+    Worker(config, once=True).run()
+    assert store.paused_types(conn) == ["*"]
