@@ -7,7 +7,6 @@ import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,6 @@ pytestmark = pytest.mark.acceptance
 Conn = psycopg.Connection[dict[str, Any]]
 # a grace far longer than the test waits: a job that ends early was stopped by the cancel itself
 GRACE = 30
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.stop()
 
 
 def start(daemons: list[Daemon], dsn: str, tmp_path: Path, name: str, *args: str, **sections: Any) -> Daemon:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,6 @@ from tests.integration.test_schedules import add
 
 pytestmark = pytest.mark.acceptance
 Conn = psycopg.Connection[dict[str, Any]]
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.stop()
 
 
 def wait_until(predicate: Any, daemons: list[Daemon], timeout: float = 30.0) -> None:
