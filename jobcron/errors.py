@@ -53,3 +53,7 @@ class InvalidInput(JobCronError, ValueError):
 
 class JobNotFound(JobCronError):
     """No job has the given id."""
+
+
+class WorkerIdTaken(JobCronError):
+    """Another live daemon runs under the same worker id."""

@@ -334,8 +334,9 @@ class Housekeeper(threading.Thread):
         )
         if not rows:
             return []
-        if any(r["status"] == "pending" for r in rows):
-            store.notify_jobs(conn, "rescued")  # every idle daemon, this one included, looks at once
+        # a rescued job is claimable again, and a failed or cancelled one freed its user's slot: every
+        # idle daemon, this one included, looks at once
+        store.notify_jobs(conn, "rescued")
         overdue = [str(r["id"]) for r in rows if r["overdue"]]
         self.log.warning(
             "jobs_rescued",

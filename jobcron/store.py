@@ -100,8 +100,19 @@ def _finish_params(job: ClaimedJob, outcome: Outcome) -> dict[str, Any]:
 def claim(
     conn: Connection, order: str, worker_id: str, user_limit: int | None, paused_types: Sequence[str]
 ) -> ClaimedJob | None:
-    """Claim one due job in its own short transaction (autocommit)."""
-    row = _one(conn, CLAIM_QUERIES[order], _claim_params(worker_id, user_limit, paused_types))
+    """Claim one due job in its own short transaction, committed without waiting for the WAL flush.
+
+    A claim lost in a server crash only leaves the job pending: the run it started then records
+    nothing (no lease) and the job runs again, so execution stays at-least-once and the result is
+    recorded once. Every record of a result commits synchronously, and that flush covers the claim.
+    This takes a flush off the path from an insert to the start of its job.
+    """
+    # one pipeline, one implicit transaction: the setting is local to it, and it costs no round trip
+    with conn.pipeline():
+        conn.execute(sql("claim_commit_async"))
+        cur = conn.cursor()
+        cur.execute(sql(CLAIM_QUERIES[order]), _claim_params(worker_id, user_limit, paused_types))
+    row = cur.fetchone()
     return ClaimedJob.from_row(row) if row else None
 
 
@@ -158,11 +169,16 @@ def heartbeat_job(conn: Connection, job_id: str, lease_token: str) -> str | None
     return "force" if row["cancel_force"] else "cancel"
 
 
-def release_worker_jobs(conn: Connection, worker_id: str, keep_id: str | None) -> list[str]:
-    """Put back jobs this worker holds but does not run."""
-    return [
-        str(r["id"]) for r in _all(conn, "release_worker_jobs", {"worker_id": worker_id, "keep_id": keep_id})
-    ]
+def release_worker_jobs(conn: Connection, worker_id: str, keep_ids: Sequence[str]) -> list[str]:
+    """Put back jobs locked by this worker that it does not hold (keep_ids: the ones it holds)."""
+    rows = _all(conn, "release_worker_jobs", {"worker_id": worker_id, "keep_ids": list(keep_ids)})
+    return [str(r["id"]) for r in rows]
+
+
+def worker_id_lock(conn: Connection, worker_id: str) -> bool:
+    """Hold this worker id for the session of conn; False when another live daemon holds it."""
+    row = _one(conn, "worker_id_lock", {"worker_id": worker_id})
+    return bool(row and row["held"])
 
 
 def rescue_stale_jobs(
@@ -214,9 +230,12 @@ def prune_finished_jobs(
     return len(_all(conn, "prune_finished_jobs", {"keep_seconds": keep_seconds, "batch": batch, "now": now}))
 
 
-def pause_all_if_absent(conn: Connection, worker_id: str) -> None:
-    """Pause claiming everywhere unless already paused."""
-    _exec(conn, "pause_all_if_absent", {"worker_id": worker_id})
+def pause_all_if_absent(conn: Connection, worker_id: str, alive_within_seconds: float) -> bool:
+    """Pause claiming everywhere on a cold start (no other daemon seen alive); True when this call paused it."""
+    row = _one(
+        conn, "pause_all_if_absent", {"worker_id": worker_id, "alive_within_seconds": alive_within_seconds}
+    )
+    return row is not None
 
 
 # --- workers and pauses ------------------------------------------------------------------------------

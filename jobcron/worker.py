@@ -16,7 +16,7 @@ import structlog
 from jobcron import migrate, store
 from jobcron.config import Config, config_as_dict
 from jobcron.db import DB_UNAVAILABLE, Connection, connect, retrying
-from jobcron.errors import PermanentError
+from jobcron.errors import PermanentError, WorkerIdTaken
 from jobcron.housekeeper import Housekeeper, Running
 from jobcron.isolation import ChildRunner, Supervision
 from jobcron.models import ClaimedJob, JobStatus, Outcome
@@ -75,6 +75,9 @@ class Worker:
         self.jobs_done = 0
         self._conn: Connection | None = None
         self._next: ClaimedJob | None = None
+        # jobs this worker holds and will record (running, being recorded, claimed next): a reconnect
+        # must never put these back; any other row locked by this worker is a claim whose answer was lost
+        self._held: set[str] = set()
         self._db_down = False
         self.housekeeper = Housekeeper(
             config, self.worker_id, self.log, self.notifier, on_grace_expired=self._grace_expired
@@ -148,13 +151,24 @@ class Worker:
                     if self.metrics is not None:
                         self.metrics.db_reconnected("worker")
                     self.notifier.status("idle")
-                    # a claim whose commit we never saw leaves a job we don't run: put it back uncharged
-                    keep = self.housekeeper.running()
-                    released = store.release_worker_jobs(conn, self.worker_id, keep.job.id if keep else None)
-                    if released:
-                        self.log.info("jobs_released", job_ids=released)
+                    self._after_reconnect(conn)
                 return fn(conn)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _after_reconnect(self, conn: Connection) -> None:
+        """Take the worker id again, and put back claims whose commit was never seen."""
+        if self.config.database.prepared_statements and not store.worker_id_lock(conn, self.worker_id):
+            # another daemon started under this id while we were cut off: two would undo each other
+            self.log.error("worker_id_taken", hint="give each daemon its own --worker-id; stopping")
+            # twice: no grace period, the jobs this daemon holds were rescued by the other one
+            self.request_stop("worker id taken")
+            self.request_stop("worker id taken")
+        # every job this worker holds (running, being recorded, claimed next) stays; any other row
+        # locked by it comes from a claim whose answer was lost with the connection
+        released = store.release_worker_jobs(conn, self.worker_id, list(self._held))
+        if released:
+            self.log.info("jobs_released", job_ids=released)
+            store.notify_jobs(conn, "released")
 
     def _drop_conn(self) -> None:
         if self._conn is not None:
@@ -190,7 +204,10 @@ class Worker:
                     continue  # another daemon took the same user slot at the same instant
             return None
 
-        return self._db(attempt)
+        job = self._db(attempt)
+        if job is not None:
+            self._held.add(job.id)
+        return job
 
     def run_once(self) -> bool:
         """Claim (or take the job claimed with the last record), run and record one job; False when idle."""
@@ -304,11 +321,14 @@ class Worker:
             state = self._db(
                 lambda conn: store.job_lease_state(conn, job.id, job.lease_token), must_finish=True
             )
-            # our own write whose commit we did not see (the connection dropped) is not a lost lease
+            # our own write whose commit we did not see (the connection dropped) is not a lost lease:
+            # the lease token is still ours (a rescue or release would have voided it)
             if not (state and state["ours"] and state["status"] != JobStatus.PROCESSING):
+                self._held.discard(job.id)
                 self.log.warning("lease_lost", status=state["status"] if state else None)
                 structlog.contextvars.clear_contextvars()
                 return
+        self._held.discard(job.id)
         self._log_outcome(outcome, running)
         structlog.contextvars.clear_contextvars()
 
@@ -318,11 +338,16 @@ class Worker:
         if not claim_next:
             return store.finish(conn, job, outcome), None
         try:
-            return store.finish_and_claim(conn, job, outcome, *self._claim_params())
-        except psycopg.errors.UniqueViolation:
-            # the claim half lost a slot race and took the record half down with it: record alone
-            recorded = store.finish(conn, job, outcome)
-            return recorded, None
+            recorded, nxt = store.finish_and_claim(conn, job, outcome, *self._claim_params())
+        except psycopg.Error as exc:
+            if isinstance(exc, DB_UNAVAILABLE):
+                raise
+            # the claim half failed (most often a slot race with another daemon) and took the record
+            # half down with it: record alone; only an error of the record itself fails the job
+            return store.finish(conn, job, outcome), None
+        if nxt is not None:
+            self._held.add(nxt.id)
+        return recorded, nxt
 
     def _log_outcome(self, outcome: Outcome, running: Running) -> None:
         duration_ms = round((time.monotonic() - running.since) * 1000, 2)
@@ -364,6 +389,7 @@ class Worker:
     def _release_prefetched(self, conn: Connection) -> None:
         nxt, self._next = self._next, None
         if nxt is not None:
+            self._held.discard(nxt.id)
             store.finish(
                 conn, nxt, interrupted_outcome(nxt, self.worker_id, "daemon stopping before it started")
             )
@@ -374,6 +400,12 @@ class Worker:
         """Connect, check the schema, announce the worker and start the helper threads."""
         conn = self._db(lambda c: c)
         migrate.check(conn)
+        # two live daemons under one id would rescue and release each other's jobs: refuse to start
+        # (behind a transaction-mode pooler a session lock cannot be held: documented instead)
+        if self.config.database.prepared_statements and not store.worker_id_lock(conn, self.worker_id):
+            raise WorkerIdTaken(
+                f"another daemon is running as worker id {self.worker_id!r}; give each daemon its own --worker-id"
+            )
         store.worker_register(conn, self.worker_id, *_host_pid(), "idle", _version())
         # jobs an earlier run under this id left processing died with it: rescued now and charged
         # an attempt, so a job that kills its daemon cannot make it crash-loop forever
@@ -381,8 +413,11 @@ class Worker:
         if rescued:
             self.log.warning("jobs_rescued_at_start", job_ids=rescued)
         if not self.config.job_processing.auto_start_processing:
-            store.pause_all_if_absent(conn, self.worker_id)
-            self.log.warning("worker_started_paused", hint="run `job_cron resume` to start processing")
+            # seed 000's meaning: processing does not start by itself when the system starts; a
+            # daemon restarting into a live fleet must not pause what an operator resumed
+            alive_within = 3 * self.config.daemon.worker_heartbeat_seconds
+            if store.pause_all_if_absent(conn, self.worker_id, alive_within):
+                self.log.warning("worker_started_paused", hint="run `job_cron resume` to start processing")
         self.housekeeper.paused = tuple(store.paused_types(conn))
         self.housekeeper.state = "idle"
         self.housekeeper.start()

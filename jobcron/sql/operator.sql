@@ -240,7 +240,8 @@ ORDER BY started_at;
 -- name: ops_reset_stale
 -- The emergency reset under the lease rules: like a rescue, back to pending (an attempt) or failed/cancelled; the old worker's lease is void.
 WITH picked AS (
-    SELECT id,
+    -- FOR UPDATE returns the newest version of each row it locks: the decision is taken from here
+    SELECT id, locked_by, heartbeat_at, retry_count, max_retries, cancel_requested,
            heartbeat_at >= now() - make_interval(secs => %(stale_after_seconds)s::float8) AS alive
     FROM processing_jobs
     WHERE status = 'processing'
@@ -250,13 +251,13 @@ WITH picked AS (
            OR started_at < now() - make_interval(secs => %(older_than_seconds)s::float8))
     FOR UPDATE SKIP LOCKED
 ), decided AS (
-    SELECT j.id, p.alive, j.locked_by, j.heartbeat_at,
-           j.cancel_requested OR NOT %(retry_failed_jobs)s::bool
-               OR j.retry_count >= coalesce(j.max_retries, %(default_max_retries)s::int) AS give_up
-    FROM picked p JOIN processing_jobs j ON j.id = p.id
+    SELECT p.*,
+           p.cancel_requested OR NOT %(retry_failed_jobs)s::bool
+               OR p.retry_count >= coalesce(p.max_retries, %(default_max_retries)s::int) AS give_up
+    FROM picked p
 )
 UPDATE processing_jobs j
-SET status = CASE WHEN d.give_up AND j.cancel_requested THEN 'cancelled'
+SET status = CASE WHEN d.give_up AND d.cancel_requested THEN 'cancelled'
                   WHEN d.give_up THEN 'failed' ELSE 'pending' END,
     completed_at = CASE WHEN d.give_up THEN now() ELSE NULL END,
     retry_count = j.retry_count + CASE WHEN d.give_up THEN 0 ELSE 1 END,
@@ -274,6 +275,7 @@ SET status = CASE WHEN d.give_up AND j.cancel_requested THEN 'cancelled'
         'by', %(by)s::text,
         'at', now())),
     heartbeat_at = NULL,
+    lease_token = NULL,
     user_slot = NULL,
     updated_at = now()
 FROM decided d

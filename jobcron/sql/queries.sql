@@ -80,6 +80,10 @@ WITH fast AS (
             -- almost no matching row and pick a sequential scan; paused types are tested below
             WHERE p.status = 'pending' AND p.user_id = u.user_id AND p.scheduled_at <= now()
               AND NOT p.cancel_requested
+              -- a paused type is passed over here, not only at the lock step: a user whose next
+              -- job is paused must still get their other jobs (the pauses are read once per
+              -- statement; a filter, not a join, so the scan still streams in queue order)
+              AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
             ORDER BY p.user_id, p.scheduled_at, p.seq
             LIMIT 1) AS x
         WHERE u.user_id IS NOT NULL
@@ -93,6 +97,11 @@ WITH fast AS (
               FROM processing_jobs p
               WHERE p.status = 'pending' AND p.user_id IS NULL AND p.scheduled_at <= now()
                 AND NOT p.cancel_requested
+                AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+              -- a paused type is passed over here, not only at the lock step: a user whose next
+              -- job is paused must still get their other jobs (the pauses are read once per
+              -- statement; a filter, not a join, so the scan still streams in queue order)
+              AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
               -- led by user_id so that the per-user index serves it: its NULL group is in queue
               -- order, whereas the queue index would walk past every busy user's job first
               ORDER BY p.user_id, p.scheduled_at, p.seq
@@ -129,7 +138,8 @@ WITH fast AS (
 )
 UPDATE processing_jobs j
 SET status = 'processing',
-    attempts = j.attempts + 1,
+    -- capped: a row another application wrote with attempts = 2^31-1 must not make every claim fail
+    attempts = least(j.attempts, 2147483646) + 1,
     started_at = now(),
     locked_by = %(worker_id)s,
     locked_at = now(),
@@ -141,9 +151,13 @@ FROM slotted s
 -- a limited job with no free slot (a racing claim took it) is left for the next cycle; the unique
 -- index on (user_id, user_slot) over running jobs is what makes the limit hold whatever the race
 WHERE j.id = s.id AND (NOT s.limited OR s.slot IS NOT NULL)
-RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.metadata,
+-- metadata as text and created_at only when Python can hold it: this row is committed as ours, so
+-- a value the client cannot load (JSON nested past the parser's depth, an infinite or year-10000
+-- timestamp from another application) must fail the job, not the daemon
+RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.metadata::text AS metadata,
           j.retry_count, j.max_retries, j.attempts, j.timeout_seconds, j.lease_token,
-          j.created_at, j.started_at, j.priority, j.cancel_requested,
+          CASE WHEN j.created_at BETWEEN '0001-01-02' AND '9999-12-30' THEN j.created_at END AS created_at,
+          j.started_at, j.priority, j.cancel_requested,
           octet_length(j.metadata::text) AS metadata_bytes;
 
 -- name: claim_job_priority
@@ -196,6 +210,10 @@ WITH fast AS (
             -- almost no matching row and pick a sequential scan; paused types are tested below
             WHERE p.status = 'pending' AND p.user_id = u.user_id AND p.scheduled_at <= now()
               AND NOT p.cancel_requested
+              -- a paused type is passed over here, not only at the lock step: a user whose next
+              -- job is paused must still get their other jobs (the pauses are read once per
+              -- statement; a filter, not a join, so the scan still streams in queue order)
+              AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
             ORDER BY p.user_id, p.priority DESC, p.scheduled_at, p.seq
             LIMIT 1) AS x
         WHERE u.user_id IS NOT NULL
@@ -209,6 +227,11 @@ WITH fast AS (
               FROM processing_jobs p
               WHERE p.status = 'pending' AND p.user_id IS NULL AND p.scheduled_at <= now()
                 AND NOT p.cancel_requested
+                AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+              -- a paused type is passed over here, not only at the lock step: a user whose next
+              -- job is paused must still get their other jobs (the pauses are read once per
+              -- statement; a filter, not a join, so the scan still streams in queue order)
+              AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
               -- led by user_id so that the per-user index serves it: its NULL group is in queue
               -- order, whereas the queue index would walk past every busy user's job first
               ORDER BY p.user_id, p.priority DESC, p.scheduled_at, p.seq
@@ -245,7 +268,8 @@ WITH fast AS (
 )
 UPDATE processing_jobs j
 SET status = 'processing',
-    attempts = j.attempts + 1,
+    -- capped: a row another application wrote with attempts = 2^31-1 must not make every claim fail
+    attempts = least(j.attempts, 2147483646) + 1,
     started_at = now(),
     locked_by = %(worker_id)s,
     locked_at = now(),
@@ -257,10 +281,18 @@ FROM slotted s
 -- a limited job with no free slot (a racing claim took it) is left for the next cycle; the unique
 -- index on (user_id, user_slot) over running jobs is what makes the limit hold whatever the race
 WHERE j.id = s.id AND (NOT s.limited OR s.slot IS NOT NULL)
-RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.metadata,
+-- metadata as text and created_at only when Python can hold it: this row is committed as ours, so
+-- a value the client cannot load (JSON nested past the parser's depth, an infinite or year-10000
+-- timestamp from another application) must fail the job, not the daemon
+RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.metadata::text AS metadata,
           j.retry_count, j.max_retries, j.attempts, j.timeout_seconds, j.lease_token,
-          j.created_at, j.started_at, j.priority, j.cancel_requested,
+          CASE WHEN j.created_at BETWEEN '0001-01-02' AND '9999-12-30' THEN j.created_at END AS created_at,
+          j.started_at, j.priority, j.cancel_requested,
           octet_length(j.metadata::text) AS metadata_bytes;
+
+-- name: claim_commit_async
+-- Let this transaction (a claim on its own) commit without waiting for the WAL flush; a claim lost in a crash only leaves its job pending.
+SELECT set_config('synchronous_commit', 'off', true);
 
 -- name: finish_job
 -- Record an attempt's outcome (completed, failed, cancelled, or pending for a retry) if this worker still holds the lease.
@@ -342,22 +374,30 @@ RETURNING cancel_requested,
                ELSE false END AS cancel_force;
 
 -- name: release_worker_jobs
--- Put back, uncharged, jobs this worker holds but is not running (a claim whose commit was not seen).
+-- Put back, uncharged, jobs locked by this worker that it does not hold (a claim whose commit was not seen); keep_ids: the jobs it holds (running, being recorded, claimed next).
 UPDATE processing_jobs
 -- a cancel requested meanwhile is honoured: claims pass over cancel-requested rows, so putting one
 -- back as pending would leave it there for good
 SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END,
     completed_at = CASE WHEN cancel_requested THEN now() END,
     attempts = greatest(attempts - 1, 0), heartbeat_at = NULL,
+    -- the lease is void: a late write of this worker must find nothing that looks like its own
+    lease_token = NULL,
     user_slot = NULL, updated_at = now()
 WHERE status = 'processing' AND locked_by = %(worker_id)s
-  AND (%(keep_id)s::uuid IS NULL OR id <> %(keep_id)s::uuid)
-RETURNING id;
+  AND NOT (id = ANY (%(keep_ids)s::uuid[]))
+RETURNING id, user_id;
+
+-- name: worker_id_lock
+-- Hold a worker id for this session: two live daemons under one id would rescue and release each other's jobs.
+SELECT pg_try_advisory_lock(4242004, hashtext(%(worker_id)s::text)) AS held;
 
 -- name: rescue_stale_jobs
 -- Jobs whose worker stopped heartbeating, or that ran past the ceiling: back to pending (an attempt) or failed.
 WITH stale AS (
-    SELECT id,
+    -- FOR UPDATE returns the newest version of each row it locks: everything the decision needs is
+    -- taken from here, never re-read at the statement's snapshot (a cancel committed meanwhile counts)
+    SELECT id, locked_by, heartbeat_at, attempts, retry_count, max_retries, cancel_requested,
            heartbeat_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(stale_after_seconds)s::float8)
                OR locked_by = %(restarted_worker)s::text AS lost,
            started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8)
@@ -372,13 +412,13 @@ WITH stale AS (
            OR locked_by = %(restarted_worker)s::text)
     FOR UPDATE SKIP LOCKED
 ), decided AS (
-    SELECT j.id, s.lost, s.overdue, j.locked_by, j.heartbeat_at, j.started_at,
-           s.overdue OR j.cancel_requested OR NOT %(retry_failed_jobs)s::bool
-               OR j.retry_count >= coalesce(j.max_retries, %(default_max_retries)s::int) AS give_up
-    FROM stale s JOIN processing_jobs j ON j.id = s.id
+    SELECT s.*,
+           s.overdue OR s.cancel_requested OR NOT %(retry_failed_jobs)s::bool
+               OR s.retry_count >= coalesce(s.max_retries, %(default_max_retries)s::int) AS give_up
+    FROM stale s
 )
 UPDATE processing_jobs j
-SET status = CASE WHEN d.give_up AND j.cancel_requested THEN 'cancelled'
+SET status = CASE WHEN d.give_up AND d.cancel_requested THEN 'cancelled'
                   WHEN d.give_up THEN 'failed' ELSE 'pending' END,
     completed_at = CASE WHEN d.give_up THEN coalesce(%(now)s::timestamptz, now()) ELSE NULL END,
     retry_count = j.retry_count + CASE WHEN d.give_up THEN 0 ELSE 1 END,
@@ -396,11 +436,13 @@ SET status = CASE WHEN d.give_up AND j.cancel_requested THEN 'cancelled'
         'rescued_by', %(worker_id)s::text,
         'at', coalesce(%(now)s::timestamptz, now()))),
     heartbeat_at = NULL,
+    -- the lost worker's lease is void: its late write finds nothing that looks like its own
+    lease_token = NULL,
     user_slot = NULL,
     updated_at = now()
 FROM decided d
 WHERE j.id = d.id
-RETURNING j.id, j.status, j.locked_by, d.overdue;
+RETURNING j.id, j.status, d.locked_by, d.overdue, j.user_id;
 
 -- name: worker_register
 -- Announce this daemon in job_workers.
@@ -454,7 +496,9 @@ SELECT status, count(*) AS n FROM processing_jobs GROUP BY status;
 
 -- name: next_due_in
 -- Seconds until the earliest pending job scheduled in the future becomes due (NULL if none).
-SELECT extract(epoch FROM min(scheduled_at) - now())::float8 AS seconds
+-- epochs subtracted as numbers: a row scheduled at 'infinity' gives Infinity, where subtracting the
+-- timestamps would raise an error in every idle daemon
+SELECT extract(epoch FROM min(scheduled_at))::float8 - extract(epoch FROM now())::float8 AS seconds
 FROM processing_jobs WHERE status = 'pending' AND scheduled_at > now();
 
 -- name: notify_jobs
@@ -498,5 +542,11 @@ DELETE FROM processing_jobs j USING victims v WHERE j.id = v.id
 RETURNING j.id;
 
 -- name: pause_all_if_absent
--- auto_start_processing false: daemons start paused until `job_cron resume`.
-INSERT INTO job_pauses (job_type, paused_by) VALUES ('*', %(worker_id)s::text) ON CONFLICT (job_type) DO NOTHING;
+-- auto_start_processing false: a cold start (no other daemon alive) pauses claiming until `job_cron resume`; a daemon restarting into a running fleet leaves it be.
+INSERT INTO job_pauses (job_type, paused_by)
+SELECT '*', %(worker_id)s::text
+WHERE NOT EXISTS (SELECT 1 FROM job_workers w
+                  WHERE w.id <> %(worker_id)s::text
+                    AND w.last_seen_at >= now() - make_interval(secs => %(alive_within_seconds)s::float8))
+ON CONFLICT (job_type) DO NOTHING
+RETURNING job_type;

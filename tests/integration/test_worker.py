@@ -324,7 +324,7 @@ def test_nan_result_fails_at_once_with_a_clear_error(conn: Conn, config: Config)
 def test_a_put_back_job_with_a_cancel_requested_ends_cancelled(conn: Conn, config: Config) -> None:
     # a claim whose commit was not seen, cancelled meanwhile: releasing it must not strand it as pending
     stranded = insert_job(conn, status="processing", locked_by="w-lost", cancel_requested=True)
-    assert store.release_worker_jobs(conn, "w-lost", None) == [stranded]
+    assert store.release_worker_jobs(conn, "w-lost", []) == [stranded]
     row = job(conn, stranded)
     assert row["status"] == "cancelled" and row["completed_at"] is not None
 
@@ -358,3 +358,85 @@ def test_daemon_works_without_prepared_statements(conn: Conn, make_config: Any) 
     c = worker._connection()
     assert c.prepare_threshold is None
     assert c.execute("SHOW plan_cache_mode").fetchone() == {"plan_cache_mode": "auto"}
+
+
+def test_a_lone_claim_commits_without_waiting_for_the_flush_but_a_record_waits(conn: Conn, dsn: str) -> None:
+    # the setting is local to the claim's implicit transaction; the connection's default stays on
+    insert_job(conn, job_type="noop")
+    with psycopg.connect(dsn, autocommit=True, row_factory=psycopg.rows.dict_row) as c:
+        with c.pipeline():
+            c.execute("SELECT set_config('synchronous_commit', 'off', true)")
+            inside = c.execute("SHOW synchronous_commit")
+        assert inside.fetchone() == {"synchronous_commit": "off"}
+        assert c.execute("SHOW synchronous_commit").fetchone() == {"synchronous_commit": "on"}
+        claimed = store.claim(c, "first_in_first_out", "w", None, [])
+        assert claimed is not None
+        assert c.execute("SHOW synchronous_commit").fetchone() == {"synchronous_commit": "on"}
+
+
+def test_a_reconnect_while_recording_keeps_the_job_being_recorded(conn: Conn, config: Config) -> None:
+    # the main connection dies while the job runs: the reconnect must put back only claims whose answer
+    # was lost, never the job whose result is about to be written
+    job_id = insert_job(conn, job_type="with_insights")
+    worker = Worker(config)
+
+    def kill_connection(_job: Any) -> None:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE '%%:worker'"
+        )
+
+    worker.on_job_start = kill_connection
+    assert worker.run_once()
+    row = job(conn, job_id)
+    assert row["status"] == "completed" and row["attempts"] == 1 and row["result"] == {"job": job_id}
+    insights = conn.execute("SELECT count(*) AS n FROM insights WHERE job_id = %s", (job_id,)).fetchone()
+    assert insights == {"n": 2}  # one set of the workflow's two insights
+
+
+def test_a_rescued_jobs_late_record_is_a_lost_lease(conn: Conn, config: Config) -> None:
+    job_id = insert_job(conn, job_type="noop")
+    claimed = store.claim(conn, "first_in_first_out", "slow-worker", None, [])
+    assert claimed is not None
+    later = datetime.now(UTC) + timedelta(hours=1)
+    store.rescue_stale_jobs(
+        conn,
+        worker_id="rescuer",
+        stale_after_seconds=60,
+        max_processing_seconds=7200,
+        retry_failed_jobs=True,
+        default_max_retries=3,
+        now=later,
+    )
+    # the rescue voided the lease: the old worker's write finds nothing, and nothing looks like its own
+    assert store.job_lease_state(conn, job_id, claimed.lease_token) == {"status": "pending", "ours": None}
+
+
+def test_two_daemons_cannot_run_under_one_worker_id(conn: Conn, config: Config) -> None:
+    from jobcron.errors import WorkerIdTaken
+
+    first = Worker(config, worker_id="dup")
+    first.start()
+    try:
+        with pytest.raises(WorkerIdTaken, match="'dup'"):
+            Worker(config, worker_id="dup").start()
+    finally:
+        first.shutdown()
+    again = Worker(config, worker_id="dup")  # the id is free once its daemon stopped
+    again.start()
+    again.shutdown()
+
+
+def test_a_paused_head_job_does_not_hold_back_the_users_other_jobs(conn: Conn) -> None:
+    # more paused jobs of one user than the claim's first look covers, then one of another type
+    for _ in range(40):
+        insert_job(conn, job_type="paused_kind", user_id="u1")
+    wanted = insert_job(conn, job_type="noop", user_id="u1")
+    conn.execute("INSERT INTO job_pauses (job_type) VALUES ('paused_kind')")
+    for order in ("first_in_first_out", "priority"):
+        claimed = store.claim(conn, order, "w", 1, ["paused_kind"])
+        assert claimed is not None and claimed.id == wanted
+        conn.execute(
+            "UPDATE processing_jobs SET status = 'pending', lease_token = NULL, user_slot = NULL, heartbeat_at = NULL WHERE id = %s",
+            (wanted,),
+        )
