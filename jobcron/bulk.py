@@ -62,6 +62,9 @@ def read_jsonl(source: TextIO) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
             # exc.colno would count from the line end when the error is at the newline itself
             yield number, f"invalid JSON: {exc.msg} at column {exc.pos + 1}"
             continue
+        except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
+            yield number, f"invalid JSON: {exc}"
+            continue
         if not isinstance(value, dict):
             yield number, f"expected a JSON object, got {type(value).__name__}"
             continue
@@ -140,8 +143,14 @@ def enqueue_bulk(
             # raised inside the COPY: the copy is aborted and the transaction rolled back
             raise BulkInputError(result.bad, truncated)
 
-    with conn.transaction():
-        inserted, staged = store.ops_enqueue_stream(conn, rows)
+    try:
+        with conn.transaction():
+            inserted, staged = store.ops_enqueue_stream(conn, rows)
+    except UnicodeDecodeError as exc:
+        # raised while reading the input (decoded in blocks, so no line number); the copy was rolled back
+        raise InvalidInput(
+            f"--bulk: the input is not UTF-8 text ({exc.reason}); nothing was enqueued"
+        ) from None
     result.inserted = inserted
     result.duplicates = staged - inserted
     return result

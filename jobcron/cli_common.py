@@ -61,6 +61,9 @@ def handled(config: Config | None = None) -> Iterator[None]:
         fail(f"database unavailable: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
     except psycopg.Error as exc:
         fail(f"database error: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
+    except UnicodeEncodeError as exc:
+        # an argument with a byte that was not UTF-8 (argv keeps it as a lone surrogate): not storable
+        fail(f"an argument is not valid UTF-8 text ({exc.object[exc.start : exc.end]!r})", EXIT_CONFIG)
 
 
 def load_or_exit(state: CliState, **more: dict[str, Any]) -> Config:

@@ -233,6 +233,8 @@ def _metadata(text: str | None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"--metadata: invalid JSON: {exc.msg} at column {exc.colno}") from None
+    except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
+        raise InvalidInput(f"--metadata: invalid JSON: {exc}") from None
 
 
 @click.command("enqueue")

@@ -90,6 +90,8 @@ def _metadata(value: str) -> dict[str, Any]:
         data = json.loads(value)
     except json.JSONDecodeError as exc:
         fail(f"--metadata: invalid JSON: {exc.msg} at column {exc.colno}", EXIT_CONFIG)
+    except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
+        fail(f"--metadata: invalid JSON: {exc}", EXIT_CONFIG)
     if not isinstance(data, dict):
         fail("--metadata: must be a JSON object", EXIT_CONFIG)
     return data

@@ -182,7 +182,10 @@ def _check_value(key: str, value: Any, f: dataclasses.Field[Any], hint: Any) -> 
     if isinstance(value, bool) and bool not in allowed:
         raise ConfigError(f"{key}: expected {_type_name(allowed)}, got a boolean")
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ConfigError(f"{key}: must be a finite number, got an integer too large for one") from None
     if not isinstance(value, tuple(t for t in allowed if t is not type(None))):
         raise ConfigError(f"{key}: expected {_type_name(allowed)}, got {type(value).__name__} {value!r}")
     meta = f.metadata
@@ -234,6 +237,8 @@ def _parse_env_value(key: str, raw: str, hint: Any) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{key}: expected a JSON object: {exc.msg}") from None
+        except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
+            raise ConfigError(f"{key}: expected a JSON object: {exc}") from None
     return raw
 
 
@@ -364,6 +369,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except ValueError as exc:  # JSON the parser refuses past the syntax, e.g. an integer of 5,000 digits
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object")
     return data
@@ -374,17 +381,21 @@ def redact_url(url: str | None) -> str | None:
     if url is None:
         return None
     if "://" in url:
-        parts = urlsplit(url)
-        if parts.password is not None:
-            user = parts.username or ""
-            host = parts.hostname or ""
-            if parts.port:
-                host = f"{host}:{parts.port}"
-            netloc = f"{user}:***@{host}"
-            return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-        if "password=" in parts.query:
-            return re.sub(r"password=[^&]*", "password=***", url)
-        return url
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:  # a malformed port or host: still never show what sits before the '@'
+            url = re.sub(r"(://[^/:@]*):[^/]*@", r"\1:***@", url)
+        else:
+            if parts.password is not None:
+                user = parts.username or ""
+                host = parts.hostname or ""
+                if port:
+                    host = f"{host}:{port}"
+                netloc = f"{user}:***@{host}"
+                url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        # a password may also be in the query string, with or without one before the '@'
+        return re.sub(r"password=[^&]*", "password=***", url) if "password=" in url else url
     return re.sub(r"password\s*=\s*('[^']*'|\S+)", "password=***", url)
 
 

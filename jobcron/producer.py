@@ -59,6 +59,12 @@ def _text(name: str, value: Any, *, numbers_ok: bool = False) -> str:
             raise InvalidInput(f"{name}: longer than {_LIMITS[name]} characters")
         if "\x00" in value:
             raise InvalidInput(f"{name}: contains a NUL character")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                # a byte that was not UTF-8 in argv or a file arrives as a lone surrogate
+                raise InvalidInput(f"{name}: not valid UTF-8 text") from None
         return value
     if numbers_ok and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
@@ -94,6 +100,8 @@ def metadata_text(value: Any, max_bytes: int) -> str:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"metadata: invalid JSON: {exc.msg} at column {exc.colno}") from None
+        except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
+            raise InvalidInput(f"metadata: invalid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidInput(f"metadata: must be a JSON object, got {_kind(value)}")
     try:
@@ -102,7 +110,10 @@ def metadata_text(value: Any, max_bytes: int) -> str:
         raise InvalidInput(f"metadata: not plain JSON: {exc}") from None
     if "\\u0000" in text:
         raise InvalidInput("metadata: contains a NUL character (\\u0000), which PostgreSQL cannot store")
-    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    try:
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput("metadata: not valid UTF-8 text (a lone surrogate such as \\ud800)") from None
     if size > max_bytes:
         raise InvalidInput(f"metadata: {size} bytes, more than the limit of {max_bytes}")
     return text

@@ -100,6 +100,13 @@ def check_job(job: ClaimedJob, max_metadata_bytes: int) -> Mapping[str, Any]:
             f"metadata is {job.metadata_bytes} bytes, over job_processing.max_metadata_bytes ({max_metadata_bytes})"
         )
     metadata = job.metadata if job.metadata is not None else {}
+    if isinstance(metadata, str):  # the claim returns it as text, so that a bad value fails only this job
+        try:
+            metadata = json.loads(metadata)
+        except RecursionError:
+            raise InvalidJob(
+                "metadata is nested too deeply to be read (JSON nesting of about 1,000 levels)"
+            ) from None
     if not isinstance(metadata, dict):
         raise InvalidJob(f"metadata must be a JSON object, got {type(metadata).__name__}")
     return metadata

@@ -78,3 +78,75 @@ def test_keyword_dsn_password_is_scrubbed(dsn: str) -> None:
     keyword = make_conninfo(dsn, password=SECRET, port="1", connect_timeout="2")
     failed = job_cron("migrate", "--check", env={"DATABASE_URL": keyword})
     assert failed.returncode == 1 and SECRET not in failed.stdout + failed.stderr
+
+
+def test_password_absent_from_status_workers_health_and_errors(
+    conn: psycopg.Connection[dict[str, Any]], dsn: str
+) -> None:
+    from tests.ops_cli import run
+
+    insert_job(conn, job_type="noop", status="processing", user_id="ann")
+    conn.execute("INSERT INTO job_workers (id, host, pid, state) VALUES ('w1', 'h', 1, 'running')")
+    url = with_password(dsn)
+    outputs = []
+    for args in (
+        ["status"],
+        ["status", "--json"],
+        ["workers"],
+        ["health"],
+        ["health", "--json"],
+        ["jobs", "list"],
+        ["config", "show"],
+        ["jobs", "show", "00000000-0000-0000-0000-000000000000"],  # exit 1: no such job
+        [
+            "enqueue",
+            "--type",
+            "noop",
+            "--file-id",
+            "00000000-0000-0000-0000-000000000000",
+        ],  # a database error
+    ):
+        result = run(url, *args)
+        assert "Traceback" not in result.output
+        outputs.append(result.output)
+    assert SECRET not in "".join(outputs)
+    assert "w1" in outputs[2] and "ann" in outputs[0]
+
+
+def test_job_metadata_never_logged_wholesale(
+    conn: psycopg.Connection[dict[str, Any]], dsn: str, tmp_path: Path
+) -> None:
+    """Process mode, debug level, jobs that complete, retry, fail and are refused: no metadata value in any output."""
+    token, note = "tok-9f8e7d-metadata", "note-1a2b3c-metadata"
+    metadata = {"api_token": token, "nested": {"password": token}, "note": note, "list": [note]}
+    ids = [
+        insert_job(conn, job_type="noop", metadata=metadata),
+        insert_job(conn, job_type="with_insights", metadata=metadata, user_id="ann"),
+        insert_job(conn, job_type="boom", metadata=metadata, max_retries=1),
+        insert_job(conn, job_type="permanent", metadata=metadata),
+        insert_job(conn, job_type="no_such_type", metadata=metadata),
+        insert_job(conn, job_type="noop", metadata={**metadata, "pad": "x" * 300}),
+    ]
+    config = write_config(
+        tmp_path / "c.json",
+        workflows=workflows.ALL,
+        job_processing={"execution_mode": "process", "max_metadata_bytes": 300},
+        retry={"durable_backoff_seconds": 0, "durable_backoff_max_seconds": 0},
+    )
+    d = Daemon(with_password(dsn), config, "--worker-id", "tight-lipped")
+    try:
+        for job_id in ids:
+            d.wait_for(
+                lambda line, job_id=job_id: (
+                    line.get("job_id") == job_id and line.get("event") in ("job_completed", "job_failed")
+                ),
+                timeout=30,
+            )
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit() == 0
+        output = "".join(d.raw) + (d.proc.stdout.read() if d.proc.stdout else "")
+    finally:
+        d.stop()
+    assert len(d.events("job_retry_scheduled")) == 1  # the durable retry path was logged too
+    assert token not in output and note not in output
+    assert SECRET not in output

@@ -1,0 +1,74 @@
+-- Least-privilege roles for jobcron: what the daemon needs, and what an application that enqueues needs.
+--
+--   psql "$OWNER_URL" -v worker_role=jobcron_worker -v enqueuer_role=jobcron_enqueuer -f deploy/sql/roles.sql
+--
+-- Run it as the owner of the jobcron tables (the role that ran `job_cron migrate`), in the database
+-- that holds them, after every migration (a new table needs its grants). It is idempotent: each run
+-- revokes what the two roles had on jobcron's tables and grants exactly the list below again.
+-- Variables (all optional): worker_role (default jobcron_worker), enqueuer_role (default
+-- jobcron_enqueuer), schema (default public). A role that does not exist is created NOLOGIN: give it
+-- to login roles with `GRANT jobcron_worker TO daemon_login;` (or ALTER ROLE ... LOGIN PASSWORD ...).
+--
+-- Neither role may create, alter or drop anything: they get no CREATE on the schema, and only the
+-- owner can ALTER or DROP its tables. PostgreSQL 14 and older let every role create in the public
+-- schema; there, also run `REVOKE CREATE ON SCHEMA public FROM PUBLIC;`.
+
+\set ON_ERROR_STOP on
+\if :{?worker_role}
+\else
+    \set worker_role jobcron_worker
+\endif
+\if :{?enqueuer_role}
+\else
+    \set enqueuer_role jobcron_enqueuer
+\endif
+\if :{?schema}
+\else
+    \set schema public
+\endif
+
+BEGIN;
+SET LOCAL search_path = :"schema";
+
+SELECT format('CREATE ROLE %I NOLOGIN', r) FROM unnest(ARRAY[:'worker_role', :'enqueuer_role']) AS r
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
+
+-- start from nothing on jobcron's objects, so a re-run after a change grants exactly this file
+REVOKE ALL ON jobcron_migrations, processing_jobs, files, insights, job_schedules, schedule_executions,
+              job_workers, job_pauses
+    FROM :"worker_role", :"enqueuer_role";
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA :"schema" FROM :"worker_role", :"enqueuer_role";
+GRANT USAGE ON SCHEMA :"schema" TO :"worker_role", :"enqueuer_role";
+
+-- The worker role: exactly what `job_cron run` does.
+-- schema check at start
+GRANT SELECT ON jobcron_migrations TO :"worker_role";
+-- claim, heartbeat, record, rescue, release (UPDATE); retention (DELETE); schedules enqueue (INSERT)
+GRANT SELECT, INSERT, UPDATE, DELETE ON processing_jobs TO :"worker_role";
+-- a job's file: read it, mark it processing / analysed / failed
+GRANT SELECT, UPDATE ON files TO :"worker_role";
+-- results, written in the transaction that completes the job; never read back by the daemon
+GRANT INSERT ON insights TO :"worker_role";
+-- firing schedules: lock the due ones, advance them, record each occurrence once
+GRANT SELECT, UPDATE ON job_schedules TO :"worker_role";
+GRANT SELECT, INSERT, UPDATE ON schedule_executions TO :"worker_role";
+-- its own row in job_workers (register, heartbeat, remove at exit)
+GRANT SELECT, INSERT, UPDATE, DELETE ON job_workers TO :"worker_role";
+-- pauses: read them; add the global one at start when auto_start_processing is false
+GRANT SELECT, INSERT ON job_pauses TO :"worker_role";
+-- LISTEN/NOTIFY, advisory locks and gen_random_uuid() need no grant.
+
+-- The enqueuer role: insert jobs and files, read the status of jobs; nothing else.
+-- Only the columns an application may set: it cannot insert a job as running, finished or with a result.
+GRANT INSERT (id, job_type, file_id, user_id, business_description, metadata, priority, scheduled_at,
+              max_retries, timeout_seconds, dedup_key)
+    ON processing_jobs TO :"enqueuer_role";
+-- the status of a job, looked up by the id its INSERT ... RETURNING id gave back (dedup_key: to find
+-- the job that holds a key); not its metadata, result, error history, user or lease
+GRANT SELECT (id, job_type, status, dedup_key, created_at, scheduled_at, started_at, completed_at,
+              attempts, retry_count, max_retries, error_message)
+    ON processing_jobs TO :"enqueuer_role";
+GRANT INSERT (id, file_path, original_name, user_id, size_bytes) ON files TO :"enqueuer_role";
+GRANT SELECT (id) ON files TO :"enqueuer_role";
+
+COMMIT;

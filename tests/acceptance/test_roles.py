@@ -1,0 +1,144 @@
+"""deploy/sql/roles.sql: a real daemon runs as the worker role, jobs are enqueued as the enqueuer role,
+and neither can do more than that.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+
+from tests import workflows
+from tests.acceptance.daemon import REPO, Daemon, write_config
+from tests.factories import insert_job
+from tests.ops_cli import run
+
+pytestmark = pytest.mark.acceptance
+ROLES_SQL = REPO / "deploy" / "sql" / "roles.sql"
+
+
+@pytest.fixture
+def roles(dsn: str) -> Iterator[dict[str, str]]:
+    """Group roles made by roles.sql (unique names: roles are cluster-wide) and a login role in each."""
+    if shutil.which("psql") is None:
+        pytest.skip("psql is needed to run deploy/sql/roles.sql")
+    tag = uuid.uuid4().hex[:8]
+    names = {"worker": f"jc_worker_{tag}", "enqueuer": f"jc_enqueuer_{tag}"}
+    logins = {k: f"{v}_login" for k, v in names.items()}
+    done = subprocess.run(
+        ["psql", dsn, "-X", "-q", "-f", str(ROLES_SQL)]
+        + [arg for kind, name in names.items() for arg in ("-v", f"{kind}_role={name}")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        assert done.returncode == 0, done.stderr
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            for kind, login in logins.items():
+                admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)))
+                admin.execute(
+                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(names[kind]), sql.Identifier(login))
+                )
+        yield {kind: make_conninfo(dsn, user=login) for kind, login in logins.items()}
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            for role in [*logins.values(), *names.values()]:
+                exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+                if exists:
+                    admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                    admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def refused(conninfo: str, statement: str) -> str:
+    """Run one statement as a role; it must be refused for want of privilege. The error text."""
+    with psycopg.connect(conninfo, autocommit=True) as conn, pytest.raises(psycopg.Error) as caught:
+        conn.execute(statement)
+    assert isinstance(caught.value, psycopg.errors.InsufficientPrivilege), caught.value
+    return str(caught.value)
+
+
+def test_daemon_as_worker_role_and_enqueue_as_enqueuer_role(
+    roles: dict[str, str], conn: psycopg.Connection[dict[str, Any]], tmp_path: Path
+) -> None:
+    enqueuer, worker = roles["enqueuer"], roles["worker"]
+    # the enqueuer: jobs (one with a file) through the CLI, and a job for later whose status it reads
+    ids = []
+    for args in (
+        ["--type", "with_insights"],
+        ["--type", "with_insights", "--file", "q3.csv", "--user", "ann"],
+    ):
+        result = run(enqueuer, "enqueue", *args)
+        assert result.exit_code == 0, result.output
+        ids.append(result.stdout.split()[-1])
+    later = run(enqueuer, "enqueue", "--type", "noop", "--run-at", "1h", "--dedup-key", "k1").stdout.split()[
+        -1
+    ]
+    again = run(enqueuer, "enqueue", "--type", "noop", "--dedup-key", "k1")
+    assert again.exit_code == 0 and later in again.stdout  # the dedup look-up works with its columns
+    with psycopg.connect(enqueuer, autocommit=True, row_factory=dict_row) as app:
+        row = app.execute("SELECT status, attempts FROM processing_jobs WHERE id = %s", (later,)).fetchone()
+        assert row == {"status": "pending", "attempts": 0}
+    # the owner adds what else the daemon must handle: a stale job of a dead worker, a due schedule
+    insert_job(conn, status="processing", heartbeat_at="2000-01-01T00:00:00Z", locked_by="gone")
+    conn.execute(
+        "INSERT INTO job_schedules (name, job_type, kind, run_at, next_run_at) VALUES ('tick', 'noop', 'once', now(), now())"
+    )
+    config = write_config(
+        tmp_path / "c.json",
+        workflows=workflows.ALL,
+        scheduler_settings={"cleanup_completed_jobs_days": 0.00003},  # ~2.6 s: retention deletes too
+        daemon={"rescue_interval_seconds": 0.2, "retention_interval_seconds": 0.2, "stale_after_seconds": 5},
+    )
+    d = Daemon(worker, config, "--worker-id", "least-privilege")
+    try:
+        d.wait_event("worker_started", timeout=30)
+        for job_id in ids:
+            d.wait_event("job_completed", timeout=30, job_id=job_id)
+        d.wait_event("jobs_rescued", timeout=30)
+        d.wait_event("schedule_fired", timeout=30)
+        d.wait_event("jobs_pruned", timeout=30)
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit() == 0
+    finally:
+        d.stop()
+    log = "".join(d.raw)
+    assert "permission denied" not in log and '"level": "error"' not in log, log[-3000:]
+    insights = conn.execute("SELECT count(*) AS n FROM insights WHERE file_id IS NOT NULL").fetchone()
+    assert insights == {"n": 2}  # the job with a file: its insights were written by the worker role
+    assert conn.execute("SELECT count(*) AS n FROM job_workers").fetchone() == {"n": 0}  # unregistered
+
+    # what the enqueuer may not do
+    refused(enqueuer, "UPDATE processing_jobs SET status = 'failed'")
+    refused(enqueuer, "DELETE FROM processing_jobs")
+    refused(enqueuer, "SELECT metadata FROM processing_jobs")
+    refused(enqueuer, "SELECT result, errors FROM processing_jobs")
+    refused(enqueuer, "SELECT * FROM insights")
+    refused(enqueuer, "INSERT INTO processing_jobs (job_type, status) VALUES ('noop', 'completed')")
+    refused(enqueuer, "INSERT INTO insights (content) VALUES ('{}')")
+    refused(enqueuer, "SELECT * FROM job_workers")
+    refused(enqueuer, "INSERT INTO job_pauses (job_type) VALUES ('*')")
+    # what the worker may not do
+    assert "must be owner" in refused(worker, "DROP TABLE processing_jobs")
+    assert "must be owner" in refused(worker, "ALTER TABLE processing_jobs ADD COLUMN x int")
+    refused(worker, "CREATE TABLE mine (a int)")
+    refused(worker, "TRUNCATE processing_jobs")
+    refused(worker, "SELECT * FROM insights")
+    refused(worker, "DELETE FROM insights")
+    refused(worker, "DELETE FROM files")
+    refused(worker, "DELETE FROM job_schedules")
+    refused(worker, "INSERT INTO jobcron_migrations (version, name, checksum) VALUES (99, 'x', 'y')")
+    # and the owner's tables are all still there
+    tables = conn.execute("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'").fetchone()
+    assert tables is not None and tables["n"] == 8
