@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any, TextIO
 
 import click
+import psycopg
 
 from jobcron import bulk, ops_jobs, producer, store
 from jobcron.cli_common import EXIT_CONFIG, EXIT_ERROR, CliState, fail, handled, load_or_exit, open_db
@@ -280,7 +281,14 @@ def enqueue_cmd(
             if bulk_path is None:
                 if "job_type" not in fields:
                     raise InvalidInput("--type: missing (or give --bulk FILE)")
-                job_id, created = producer.enqueue_one(conn, fields, max_metadata_bytes=max_bytes)
+                try:
+                    job_id, created = producer.enqueue_one(conn, fields, max_metadata_bytes=max_bytes)
+                except psycopg.errors.ForeignKeyViolation as exc:
+                    # bad input, not a database failure: the id names a row that does not exist
+                    column = "file_id" if "file_id" in str(exc) else "a reference"
+                    raise InvalidInput(
+                        f"--file-id: no files row with id {fields.get('file_id')!r} ({column})"
+                    ) from None
                 emit(
                     {"id": job_id, "created": created},
                     as_json,

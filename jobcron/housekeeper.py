@@ -189,6 +189,11 @@ class Housekeeper(threading.Thread):
                 if self.metrics is not None:
                     self.metrics.db_reconnected("housekeeper")
                 self._db_down = False
+                # after an outage (a server crash may have lost the claim, or a rescue taken the job)
+                # find out at once whether the running job is still ours, not a heartbeat period later
+                running = self.running()
+                if running is not None:
+                    running.next_heartbeat = 0.0
         return self._conn
 
     def _drop_conn(self) -> None:

@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from jobcron.runner import (
 from jobcron.workflows.base import FileInfo, WorkflowContext, WorkflowResult, WorkflowSettings
 
 TERMINATE_GRACE_SECONDS = 2.0
+EXIT_ORPHANED = 70  # the job process found its daemon gone
 POLL_SECONDS = 0.02
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -41,6 +43,7 @@ class ChildSetup:
     """What a child needs to build its own registry and logging."""
 
     workflows: dict[str, str]
+    parent_pid: int
     log_level: str
     log_format: str
     memory_limit_mb: int | None
@@ -64,6 +67,9 @@ def _child_main(
     # the daemon handles signals; the child only stops when told or killed
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # a daemon killed outright (kill -9, OOM) must not leave its job running: the job is rescued and
+    # run again elsewhere, and an orphan would run it twice at once (and past the per-user limit)
+    _die_with_parent(setup.parent_pid)
     if setup.memory_limit_mb:
         limit = setup.memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -74,6 +80,8 @@ def _child_main(
     def mirror() -> None:
         # multiprocessing events are not threading events: mirror them for the workflow context
         while True:
+            if os.getppid() != setup.parent_pid:  # where the kernel can't tell us, notice within 50 ms
+                os._exit(EXIT_ORPHANED)
             if cancel.wait(0.05):
                 cancel_t.set()
             if stop.is_set():
@@ -112,6 +120,18 @@ def _child_main(
             pipe.send(("error", _describe(exc), permanent, ctx.cancel_event.is_set()))
             if isinstance(exc, MemoryError | KeyboardInterrupt | SystemExit):
                 return  # a child that ran out of memory is not trusted with the next job
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when the daemon dies; exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_ORPHANED)
 
 
 def _describe(exc: BaseException) -> dict[str, Any]:
@@ -154,6 +174,7 @@ class ChildRunner:
     def __init__(self, config: Config, policy: RunPolicy, log: Any) -> None:
         self.setup = ChildSetup(
             workflows=dict(config.workflows),
+            parent_pid=os.getpid(),
             log_level=config.logging.level,
             log_format="json" if config.logging.format == "auto" else config.logging.format,
             memory_limit_mb=config.job_processing.memory_limit_mb,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -91,3 +94,18 @@ def make_config(dsn: str) -> Any:
         return load_config(None, {}, merged)
 
     return build
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A folder for a private PostgreSQL server, outside pytest's tmp root.
+
+    pytest makes its tmp root 0700 again whenever a session starts, which would lock the server's
+    own OS user (jobcron-pg, when the tests run as root) out of a data folder under it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="jobcron-test-pg-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.acceptance
 
 
 @pytest.mark.timeout(180)
-def test_chaos_keeps_every_promise(tmp_path: Path) -> None:
+def test_chaos_keeps_every_promise(server_dir: Path) -> None:
     settings = ChaosSettings(
-        workdir=tmp_path / "chaos",
+        workdir=server_dir / "chaos",
         daemons=4,
         jobs=400,
         seconds=40,

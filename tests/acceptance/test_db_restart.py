@@ -19,9 +19,9 @@ pytestmark = pytest.mark.acceptance
 
 
 @pytest.fixture
-def private_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def private_server(server_dir: Path) -> Iterator[object]:
     embedded = pytest.importorskip("jobcron.embedded", reason="the private-server module is not available")
-    server = embedded.EmbeddedServer(data_dir=tmp_path_factory.mktemp("pg") / "data", fast=True)
+    server = embedded.EmbeddedServer(data_dir=server_dir / "data", fast=True)
     server.start()
     yield server
     server.stop()

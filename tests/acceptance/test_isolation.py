@@ -141,3 +141,41 @@ def test_cancel_of_a_running_job_on_another_daemon(
         assert d.wait_exit() == 0
     finally:
         d.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(c) for c in text)
+    return found
+
+
+def test_a_killed_daemons_job_process_dies_with_it(conn: Conn, dsn: str, tmp_path: Path) -> None:
+    # the job is rescued and run again elsewhere: an orphan still running it would run it twice at once
+    config = write_config(tmp_path / "config.json", job_processing={"execution_mode": "process"})
+    daemon = Daemon(dsn, config, "--interval", "5")
+    try:
+        insert_job(conn, job_type="sleep", metadata={"seconds": 60})
+        daemon.wait_event("job_claimed", timeout=30)
+        deadline = time.monotonic() + 10
+        while not (children := _children(daemon.proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert children, "the job process was not found"
+        daemon.signal(signal.SIGKILL)
+        daemon.proc.wait(10)
+        deadline = time.monotonic() + 5
+        alive = children
+        while alive and time.monotonic() < deadline:
+            alive = [c for c in alive if Path(f"/proc/{c}").exists() and "Z" not in _state(c)]
+            time.sleep(0.05)
+        assert not alive, f"job process {alive} outlived its daemon"
+    finally:
+        daemon.stop()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "gone"

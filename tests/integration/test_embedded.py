@@ -18,8 +18,8 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "pg"
+def data_dir(server_dir: Path) -> Path:
+    return server_dir / "pg"
 
 
 @pytest.fixture
@@ -106,8 +106,8 @@ def test_a_data_dir_serves_one_owner_at_a_time(server: EmbeddedServer) -> None:
     assert scalar(server.dsn, "SELECT 1") == 1
 
 
-def test_long_data_dir_puts_the_socket_in_tmp(tmp_path: Path) -> None:
-    deep = tmp_path / ("d" * 60) / ("e" * 60)
+def test_long_data_dir_puts_the_socket_in_tmp(server_dir: Path) -> None:
+    deep = server_dir / ("d" * 60) / ("e" * 60)
     assert len(str(deep)) > 107
     with EmbeddedServer(deep, fast=True) as s:
         socket_dir = str(scalar(s.dsn, "SHOW unix_socket_directories"))

@@ -150,6 +150,7 @@ def test_cli_single_job_errors(conn: Conn, dsn: str) -> None:
         (["--priority", "2000"], "priority: must be between -1000 and 1000"),
         (["--run-at", "2030-01-01T10:00"], "--run-at: '2030-01-01T10:00' has no timezone"),
         (["--timeout", "forever"], "--timeout: not a duration"),
+        (["--file-id", "00000000-0000-0000-0000-000000000001"], "--file-id: no files row with id"),
     ]
     for args, message in cases:
         result = run(dsn, "enqueue", "--type", "noop", *args)

@@ -137,6 +137,10 @@ CREATE TABLE processing_jobs (
         CHECK (status <> 'processing'
                OR (lease_token IS NOT NULL AND locked_by IS NOT NULL
                    AND started_at IS NOT NULL AND heartbeat_at IS NOT NULL)),
+    -- a cancel request belongs to a running job (a pending one is cancelled at once): a pending row
+    -- carrying one would be passed over by every claim and never finish
+    CONSTRAINT processing_jobs_pending_not_cancel_requested
+        CHECK (status <> 'pending' OR NOT cancel_requested),
     -- a finished job always says when it finished
     CONSTRAINT processing_jobs_finished_has_time
         CHECK (status NOT IN ('completed', 'failed', 'cancelled') OR completed_at IS NOT NULL)
