@@ -62,8 +62,11 @@ def test_fifo_and_priority_orders(conn: Conn, make_config: Any) -> None:
 
 def test_future_and_cancelled_jobs_are_not_claimed(conn: Conn, config: Config) -> None:
     insert_job(conn, job_type="noop", scheduled_at=datetime.now(UTC) + timedelta(hours=1))
-    insert_job(conn, job_type="noop", cancel_requested=True)
+    insert_job(conn, job_type="noop", status="cancelled", completed_at=datetime.now(UTC))
     assert Worker(config).claim() is None
+    # a pending row can't carry a cancel request at all: the schema refuses it
+    with pytest.raises(psycopg.errors.CheckViolation, match="processing_jobs_pending_not_cancel_requested"):
+        insert_job(conn, job_type="noop", cancel_requested=True)
 
 
 def test_insights_and_result_are_recorded_once(conn: Conn, config: Config) -> None:
