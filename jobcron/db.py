@@ -63,14 +63,12 @@ def connect(
     generic_plans: plan each prepared statement once, for the daemon's own connection: its hot
     queries are written so that their generic plan is the good one, and re-planning them costs more
     than running them. Every statement on that connection reads a handful of rows through an index,
-    so sequential and bitmap scans are turned off there: a generic plan guesses row counts without
-    the parameters' values, and a wrong guess must not turn a probe of one user's queue into a scan
-    of the table (the planner still uses a sequential scan where no index serves).
+    so bitmap scans (which sort what an ordered index scan would stream) are turned off there.
     """
     dsn = dsn_of(config)
     prepared = config.database.prepared_statements
     extra: dict[str, Any] = (
-        {"options": "-c plan_cache_mode=force_generic_plan -c enable_bitmapscan=off -c enable_seqscan=off"}
+        {"options": "-c plan_cache_mode=force_generic_plan -c enable_bitmapscan=off"}
         if generic_plans and prepared
         else {}
     )

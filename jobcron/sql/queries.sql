@@ -82,8 +82,9 @@ WITH fast AS (
               AND NOT p.cancel_requested
               -- a paused type is passed over here, not only at the lock step: a user whose next
               -- job is paused must still get their other jobs (the pauses are read once per
-              -- statement; a filter, not a join, so the scan still streams in queue order)
-              AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+              -- statement; a filter, not a join, so the scan still streams in queue order; inside
+              -- a CASE the planner gives it a neutral estimate and keeps the ordered index scan)
+              AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
             ORDER BY p.user_id, p.scheduled_at, p.seq
             LIMIT 1) AS x
         WHERE u.user_id IS NOT NULL
@@ -97,11 +98,12 @@ WITH fast AS (
               FROM processing_jobs p
               WHERE p.status = 'pending' AND p.user_id IS NULL AND p.scheduled_at <= now()
                 AND NOT p.cancel_requested
-                AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+                AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
               -- a paused type is passed over here, not only at the lock step: a user whose next
               -- job is paused must still get their other jobs (the pauses are read once per
-              -- statement; a filter, not a join, so the scan still streams in queue order)
-              AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+              -- statement; a filter, not a join, so the scan still streams in queue order; inside
+              -- a CASE the planner gives it a neutral estimate and keeps the ordered index scan)
+              AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
               -- led by user_id so that the per-user index serves it: its NULL group is in queue
               -- order, whereas the queue index would walk past every busy user's job first
               ORDER BY p.user_id, p.scheduled_at, p.seq
@@ -212,8 +214,9 @@ WITH fast AS (
               AND NOT p.cancel_requested
               -- a paused type is passed over here, not only at the lock step: a user whose next
               -- job is paused must still get their other jobs (the pauses are read once per
-              -- statement; a filter, not a join, so the scan still streams in queue order)
-              AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+              -- statement; a filter, not a join, so the scan still streams in queue order; inside
+              -- a CASE the planner gives it a neutral estimate and keeps the ordered index scan)
+              AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
             ORDER BY p.user_id, p.priority DESC, p.scheduled_at, p.seq
             LIMIT 1) AS x
         WHERE u.user_id IS NOT NULL
@@ -227,11 +230,12 @@ WITH fast AS (
               FROM processing_jobs p
               WHERE p.status = 'pending' AND p.user_id IS NULL AND p.scheduled_at <= now()
                 AND NOT p.cancel_requested
-                AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+                AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
               -- a paused type is passed over here, not only at the lock step: a user whose next
               -- job is paused must still get their other jobs (the pauses are read once per
-              -- statement; a filter, not a join, so the scan still streams in queue order)
-              AND p.job_type <> ALL (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+              -- statement; a filter, not a join, so the scan still streams in queue order; inside
+              -- a CASE the planner gives it a neutral estimate and keeps the ordered index scan)
+              AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
               -- led by user_id so that the per-user index serves it: its NULL group is in queue
               -- order, whereas the queue index would walk past every busy user's job first
               ORDER BY p.user_id, p.priority DESC, p.scheduled_at, p.seq
