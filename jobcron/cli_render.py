@@ -47,14 +47,19 @@ def redact(value: Any) -> Any:
     return value
 
 
+def _parked(st: Mapping[str, Any]) -> str:
+    parked = st.get("pending_parked") or 0
+    return f", {num(parked)} waiting for their user or a paused type" if parked else ""
+
+
 def render_status(st: Mapping[str, Any]) -> str:
     """The status report as text."""
     c = st["counts"]
     est = not st["finished_counts_exact"]
     out = [f"job_cron status at {st['generated_at']}"]
     out.append(
-        f"jobs        pending {num(c['pending'])} ({num(st['pending_due'])} due, "
-        f"{num(st['pending_scheduled'])} later)   running {num(c['processing'])}   "
+        f"jobs        pending {num(c['pending'])} ({num(st['pending_due'])} due"
+        f"{_parked(st)}, {num(st['pending_scheduled'])} later)   running {num(c['processing'])}   "
         f"completed {num(c['completed'], est)}   failed {num(c['failed'], est)}   "
         f"cancelled {num(c['cancelled'], est)}" + ("   (~ estimated)" if est else "")
     )

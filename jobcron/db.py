@@ -26,6 +26,15 @@ from jobcron.errors import ConfigError
 Connection = psycopg.Connection[dict[str, Any]]
 T = TypeVar("T")
 
+# The daemon's own connection: generic plans, index probes only (see connect()).
+WORKER_PLANNER_OPTIONS = (
+    "-c plan_cache_mode=force_generic_plan",
+    "-c enable_seqscan=off",
+    "-c enable_bitmapscan=off",
+    "-c enable_hashjoin=off",
+    "-c enable_mergejoin=off",
+)
+
 # Errors that mean "the server is not reachable right now", as opposed to a bad query.
 DB_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 
@@ -63,14 +72,14 @@ def connect(
     generic_plans: plan each prepared statement once, for the daemon's own connection: its hot
     queries are written so that their generic plan is the good one, and re-planning them costs more
     than running them. Every statement on that connection reads a handful of rows through an index,
-    so bitmap scans (which sort what an ordered index scan would stream) are turned off there.
+    so everything else is turned off there: a generic plan is made once, often while the queue is
+    empty and its statistics say so, and must not then become a scan or a hash of a million rows
+    (sequential, bitmap, hash-join and merge-join paths remain only where nothing else can serve).
     """
     dsn = dsn_of(config)
     prepared = config.database.prepared_statements
     extra: dict[str, Any] = (
-        {"options": "-c plan_cache_mode=force_generic_plan -c enable_bitmapscan=off"}
-        if generic_plans and prepared
-        else {}
+        {"options": " ".join(WORKER_PLANNER_OPTIONS)} if generic_plans and prepared else {}
     )
     try:
         conn = psycopg.connect(

@@ -27,6 +27,7 @@ MAX_BATCHES_PER_RUN = 20
 RETENTION_BUDGET_SECONDS = 1.0
 RETENTION_BACKLOG_SECONDS = 0.5
 PAUSE_REFRESH_SECONDS = 1.0
+UNPARK_BATCH = 10_000
 
 
 @dataclass
@@ -324,6 +325,16 @@ class Housekeeper(threading.Thread):
 
     def _rescue(self, conn: Connection) -> None:
         self.rescue(conn)
+        self.unpark(conn)
+
+    def unpark(self, conn: Connection) -> int:
+        """Bring back parked jobs that may run now (behind the triggers that do it as jobs end)."""
+        c = self.config
+        count = store.unpark_runnable(conn, c.job_processing.queue_priority, c.user_limit, UNPARK_BATCH)
+        if count:
+            self.log.info("jobs_unparked", count=count)
+            store.notify_jobs(conn, "unparked")
+        return count
 
     def rescue(self, conn: Connection, *, restarted_worker: str | None = None) -> list[str]:
         """Rescue stale jobs (and, at start, those an earlier run of this worker id left); their ids."""

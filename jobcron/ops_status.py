@@ -109,6 +109,9 @@ def collect_status(
         "finished_counts_exact": finished_exact,
         "pending_due": int(active["pending"]) - int(active["pending_scheduled"]),
         "pending_scheduled": int(active["pending_scheduled"]),
+        # due jobs the claim passed over and keeps out of its way until their user's job ends or their
+        # type is resumed (counted in pending_due)
+        "pending_parked": int(active["pending_parked"]),
         "oldest_pending": None
         if oldest is None
         else {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -78,8 +79,36 @@ def execute_script(conn: Connection, text: str) -> None:
 # --- the claim-run-record cycle ----------------------------------------------------------------------
 
 
-def _claim_params(worker_id: str, user_limit: int | None, paused_types: Sequence[str]) -> dict[str, Any]:
-    return {"worker_id": worker_id, "user_limit": user_limit, "paused_types": list(paused_types)}
+@dataclass(frozen=True)
+class ClaimParams:
+    """What a claim needs to know of the daemon making it."""
+
+    worker_id: str
+    order: str = "first_in_first_out"
+    user_limit: int | None = None
+    max_metadata_bytes: int = 65536
+
+    def params(self) -> dict[str, Any]:
+        """The claim query's parameters."""
+        return {
+            "worker_id": self.worker_id,
+            "user_limit": self.user_limit,
+            "max_metadata_bytes": self.max_metadata_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claim's answer: the job (None when nothing may run now) and how many blocked jobs it parked."""
+
+    job: ClaimedJob | None
+    parked: int = 0
+
+
+def _claimed(row: dict[str, Any] | None) -> Claimed:
+    if row is None:  # pragma: no cover - the claim always answers one row
+        return Claimed(None)
+    return Claimed(ClaimedJob.from_row(row) if row["id"] is not None else None, int(row["parked"]))
 
 
 def _finish_params(job: ClaimedJob, outcome: Outcome) -> dict[str, Any]:
@@ -97,9 +126,7 @@ def _finish_params(job: ClaimedJob, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def claim(
-    conn: Connection, order: str, worker_id: str, user_limit: int | None, paused_types: Sequence[str]
-) -> ClaimedJob | None:
+def claim(conn: Connection, claim_params: ClaimParams) -> Claimed:
     """Claim one due job in its own short transaction, committed without waiting for the WAL flush.
 
     A claim lost in a server crash only leaves the job pending: the run it started then records
@@ -111,9 +138,8 @@ def claim(
     with conn.pipeline():
         conn.execute(sql("claim_commit_async"))
         cur = conn.cursor()
-        cur.execute(sql(CLAIM_QUERIES[order]), _claim_params(worker_id, user_limit, paused_types))
-    row = cur.fetchone()
-    return ClaimedJob.from_row(row) if row else None
+        cur.execute(sql(CLAIM_QUERIES[claim_params.order]), claim_params.params())
+    return _claimed(cur.fetchone())
 
 
 def finish(conn: Connection, job: ClaimedJob, outcome: Outcome) -> bool:
@@ -123,25 +149,24 @@ def finish(conn: Connection, job: ClaimedJob, outcome: Outcome) -> bool:
 
 
 def finish_and_claim(
-    conn: Connection,
-    job: ClaimedJob,
-    outcome: Outcome,
-    order: str,
-    worker_id: str,
-    user_limit: int | None,
-    paused_types: Sequence[str],
-) -> tuple[bool, ClaimedJob | None]:
+    conn: Connection, job: ClaimedJob, outcome: Outcome, claim_params: ClaimParams
+) -> tuple[bool, Claimed]:
     """Record job N and claim job N+1 in one transaction and one round trip (pipelined)."""
     # autocommit + one pipeline = one implicit transaction ending at the single Sync: one round trip, one commit
     with conn.pipeline():
         done = conn.cursor()
         done.execute(sql("finish_job"), _finish_params(job, outcome))
         nxt = conn.cursor()
-        nxt.execute(sql(CLAIM_QUERIES[order]), _claim_params(worker_id, user_limit, paused_types))
+        nxt.execute(sql(CLAIM_QUERIES[claim_params.order]), claim_params.params())
     recorded_row = done.fetchone()
-    claimed_row = nxt.fetchone()
     recorded = bool(recorded_row and recorded_row["recorded"])
-    return recorded, (ClaimedJob.from_row(claimed_row) if claimed_row else None)
+    return recorded, _claimed(nxt.fetchone())
+
+
+def unpark_runnable(conn: Connection, order: str, user_limit: int | None, batch: int) -> int:
+    """Put parked jobs that may run now back into the claim's indexes (at most batch); how many."""
+    name = "unpark_runnable_" + CLAIM_QUERIES[order].rsplit("_", 1)[1]
+    return len(_all(conn, name, {"user_limit": user_limit, "batch": batch}))
 
 
 def job_lease_state(conn: Connection, job_id: str, lease_token: str) -> dict[str, Any] | None:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 EXIT_CLEAN = 0
 RECHECK_AFTER_BUSY_SECONDS = 0.05
+# a claim that only parked blocked jobs is tried again at once, this many times per cycle
+CLAIM_TRIES = 20
 
 _OUTCOME_EVENTS = {
     JobStatus.COMPLETED: "job_completed",
@@ -180,12 +182,12 @@ class Worker:
 
     # --- one cycle ---------------------------------------------------------------------------------------
 
-    def _claim_params(self) -> tuple[str, str, int | None, tuple[str, ...]]:
-        return (
-            self.config.job_processing.queue_priority,
-            self.worker_id,
-            self.config.user_limit,
-            self.housekeeper.paused,
+    def _claim_params(self) -> store.ClaimParams:
+        return store.ClaimParams(
+            worker_id=self.worker_id,
+            order=self.config.job_processing.queue_priority,
+            user_limit=self.config.user_limit,
+            max_metadata_bytes=self.config.job_processing.max_metadata_bytes,
         )
 
     def _may_claim(self) -> bool:
@@ -194,14 +196,18 @@ class Worker:
         return self.max_jobs is None or self.jobs_done < self.max_jobs
 
     def claim(self) -> ClaimedJob | None:
-        """Claim one job (retrying once more on a slot race with another daemon)."""
+        """Claim one job: again at once when the claim parked blocked jobs (the next look goes further),
+        or lost a slot race with another daemon."""
 
         def attempt(conn: Connection) -> ClaimedJob | None:
-            for _ in range(3):
+            params = self._claim_params()
+            for _ in range(CLAIM_TRIES):
                 try:
-                    return store.claim(conn, *self._claim_params())
+                    claimed = store.claim(conn, params)
                 except psycopg.errors.UniqueViolation:
                     continue  # another daemon took the same user slot at the same instant
+                if claimed.job is not None or not claimed.parked:
+                    return claimed.job
             return None
 
         job = self._db(attempt)
@@ -336,15 +342,21 @@ class Worker:
         self, conn: Connection, job: ClaimedJob, outcome: Outcome, claim_next: bool
     ) -> tuple[bool, ClaimedJob | None]:
         if not claim_next:
-            return store.finish(conn, job, outcome), None
+            recorded = store.finish(conn, job, outcome)
+            if recorded and job.user_id is not None:
+                # the user's next job may run now and this daemon will not claim it: wake the others
+                store.notify_jobs(conn, "slot")
+            return recorded, None
         try:
-            recorded, nxt = store.finish_and_claim(conn, job, outcome, *self._claim_params())
+            recorded, claimed = store.finish_and_claim(conn, job, outcome, self._claim_params())
         except psycopg.Error as exc:
             if isinstance(exc, DB_UNAVAILABLE):
                 raise
             # the claim half failed (most often a slot race with another daemon) and took the record
             # half down with it: record alone; only an error of the record itself fails the job
             return store.finish(conn, job, outcome), None
+        # nothing claimed but blocked jobs parked: the loop's next cycle claims again at once
+        nxt = claimed.job
         if nxt is not None:
             self._held.add(nxt.id)
         return recorded, nxt

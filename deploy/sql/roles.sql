@@ -54,8 +54,11 @@ GRANT SELECT, UPDATE ON job_schedules TO :"worker_role";
 GRANT SELECT, INSERT, UPDATE ON schedule_executions TO :"worker_role";
 -- its own row in job_workers (register, heartbeat, remove at exit)
 GRANT SELECT, INSERT, UPDATE, DELETE ON job_workers TO :"worker_role";
--- pauses: read them; add the global one at start when auto_start_processing is false
+-- pauses: read them; add the global one at start when auto_start_processing is false; a claim about to
+-- park a paused type's jobs share-locks its pause row, which PostgreSQL allows only with an UPDATE grant
+-- (on one column: paused_at, which the daemon never writes)
 GRANT SELECT, INSERT ON job_pauses TO :"worker_role";
+GRANT UPDATE (paused_at) ON job_pauses TO :"worker_role";
 -- LISTEN/NOTIFY, advisory locks and gen_random_uuid() need no grant.
 
 -- The enqueuer role: insert jobs and files, read the status of jobs; nothing else.

@@ -13,6 +13,19 @@ SQL_DIR = Path(__file__).parent
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$")
 
+# A query written once for both queue orders is loaded as NAME_fifo and NAME_priority: /*ORDER(x)*/
+# becomes that order's sort key of alias x, /*KEY(x)*/ the same key as values that compare in queue
+# order (the priority order's key negates the priority, so that "before in queue order" is one row
+# comparison an index can range over).
+QUEUE_ORDERS = {
+    "fifo": {"ORDER": "{t}.scheduled_at, {t}.seq", "KEY": "{t}.scheduled_at, {t}.seq"},
+    "priority": {
+        "ORDER": "{t}.priority DESC, {t}.scheduled_at, {t}.seq",
+        "KEY": "(-{t}.priority), {t}.scheduled_at, {t}.seq",
+    },
+}
+_ORDER_MARK = re.compile(r"/\*(ORDER|KEY)\(([a-z_][a-z0-9_]*)\)\*/")
+
 
 @dataclass(frozen=True)
 class Query:
@@ -92,11 +105,28 @@ def queries() -> dict[str, Query]:
     """Every named query of every `.sql` file here; names are unique across files."""
     merged: dict[str, Query] = {}
     for path in sorted(SQL_DIR.glob("*.sql")):
-        for name, query in parse_queries(path.read_text(encoding="utf-8"), path.name).items():
-            if name in merged:
-                raise SqlNotFound(f"{path.name}: query {name!r} is already defined in another file")
-            merged[name] = query
+        for query in parse_queries(path.read_text(encoding="utf-8"), path.name).values():
+            for expanded in expand_queue_orders(query):
+                if expanded.name in merged:
+                    raise SqlNotFound(
+                        f"{path.name}: query {expanded.name!r} is already defined in another file"
+                    )
+                merged[expanded.name] = expanded
     return merged
+
+
+def expand_queue_orders(query: Query) -> list[Query]:
+    """The query itself, or, when it is written for both queue orders, one query per order."""
+    if not _ORDER_MARK.search(query.text):
+        return [query]
+    expanded = []
+    for order, forms in QUEUE_ORDERS.items():
+
+        def key(match: re.Match[str], forms: dict[str, str] = forms) -> str:
+            return forms[match.group(1)].format(t=match.group(2))
+
+        expanded.append(Query(f"{query.name}_{order}", query.description, _ORDER_MARK.sub(key, query.text)))
+    return expanded
 
 
 def sql(name: str) -> str:

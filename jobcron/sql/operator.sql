@@ -11,10 +11,12 @@ SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
 SELECT now() AS now;
 
 -- name: ops_active_counts
--- Pending (due and scheduled later) and processing counts, each through its partial index.
-SELECT (SELECT count(*) FROM processing_jobs WHERE status = 'pending') AS pending,
+-- Pending (due and scheduled later; parked ones included) and processing counts, each through its partial index.
+SELECT (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND NOT parked)
+       + (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND parked) AS pending,
        (SELECT count(*) FROM processing_jobs
-        WHERE status = 'pending' AND scheduled_at > now()) AS pending_scheduled,
+        WHERE status = 'pending' AND NOT parked AND scheduled_at > now()) AS pending_scheduled,
+       (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND parked) AS pending_parked,
        (SELECT count(*) FROM processing_jobs WHERE status = 'processing') AS processing;
 
 -- name: ops_table_estimate
@@ -47,11 +49,20 @@ WHERE status IN ('completed', 'failed', 'cancelled')
   AND completed_at >= now() - make_interval(secs => %(seconds)s::float8);
 
 -- name: ops_oldest_pending
--- The due pending job that has waited longest (the FIFO claim index gives it in one probe).
+-- The due pending job that has waited longest: one probe of the FIFO claim index, and the oldest parked job.
 SELECT id, job_type, user_id, priority, created_at, scheduled_at,
        extract(epoch FROM now() - scheduled_at)::float8 AS age_seconds
-FROM processing_jobs
-WHERE status = 'pending' AND scheduled_at <= now()
+FROM ((SELECT id, job_type, user_id, priority, created_at, scheduled_at, seq
+       FROM processing_jobs
+       WHERE status = 'pending' AND NOT parked AND scheduled_at <= now()
+       ORDER BY scheduled_at, seq
+       LIMIT 1)
+      UNION ALL
+      (SELECT id, job_type, user_id, priority, created_at, scheduled_at, seq
+       FROM processing_jobs
+       WHERE status = 'pending' AND parked AND scheduled_at <= now()
+       ORDER BY scheduled_at, seq
+       LIMIT 1)) AS oldest
 ORDER BY scheduled_at, seq
 LIMIT 1;
 
@@ -69,7 +80,10 @@ LIMIT %(limit)s::int;
 -- Users with the most active (running + pending) jobs; each half reads its own partial index.
 SELECT user_id, sum(running)::bigint AS running, sum(pending)::bigint AS pending
 FROM (SELECT user_id, 0 AS running, count(*) AS pending
-      FROM processing_jobs WHERE status = 'pending' AND user_id IS NOT NULL GROUP BY user_id
+      FROM processing_jobs WHERE status = 'pending' AND NOT parked AND user_id IS NOT NULL GROUP BY user_id
+      UNION ALL
+      SELECT user_id, 0 AS running, count(*) AS pending
+      FROM processing_jobs WHERE status = 'pending' AND parked AND user_id IS NOT NULL GROUP BY user_id
       UNION ALL
       SELECT user_id, count(*) AS running, 0 AS pending
       FROM processing_jobs WHERE status = 'processing' AND user_id IS NOT NULL GROUP BY user_id) a
@@ -402,9 +416,14 @@ LIMIT %(limit)s::int;
 
 -- name: ops_queue_sample
 -- Queue depth and how long the oldest due pending job has waited (metrics; partial indexes only).
-SELECT (SELECT count(*) FROM processing_jobs WHERE status = 'pending') AS pending,
+SELECT (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND NOT parked)
+       + (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND parked) AS pending,
        (SELECT count(*) FROM processing_jobs
-        WHERE status = 'pending' AND scheduled_at > now()) AS pending_scheduled,
+        WHERE status = 'pending' AND NOT parked AND scheduled_at > now()) AS pending_scheduled,
        (SELECT count(*) FROM processing_jobs WHERE status = 'processing') AS processing,
-       (SELECT extract(epoch FROM now() - min(scheduled_at))::float8 FROM processing_jobs
-        WHERE status = 'pending' AND scheduled_at <= now()) AS oldest_age_seconds;
+       (SELECT extract(epoch FROM now() - min(scheduled_at))::float8
+        FROM (SELECT min(scheduled_at) AS scheduled_at FROM processing_jobs
+              WHERE status = 'pending' AND NOT parked AND scheduled_at <= now()
+              UNION ALL
+              SELECT min(scheduled_at) FROM processing_jobs
+              WHERE status = 'pending' AND parked AND scheduled_at <= now()) AS heads) AS oldest_age_seconds;

@@ -30,269 +30,166 @@ SELECT pg_advisory_lock(4242001);
 -- Release the migrators' advisory lock.
 SELECT pg_advisory_unlock(4242001);
 
--- name: claim_job_fifo
--- Claim the oldest due pending job (strict FIFO), passing over paused types and users at their limit.
-WITH fast AS (
-    -- fast path: the first due jobs in queue order, read through the pending index. The filters
-    -- run on these few rows only, so the plan is the same whatever the parameters (a generic plan,
-    -- prepared once). Ordering by the head's own columns keeps the rows streaming, so the per-user
-    -- test runs only on the rows actually looked at.
-    SELECT j.id, j.user_id
-    FROM (SELECT h.id, h.scheduled_at, h.seq
+-- name: claim_job
+-- Claim the first due pending job in queue order that may run now (type not paused, user below the limit); park the head's blocked jobs when none may.
+-- Written once for both queue orders (jobcron/sql expands it): /*ORDER(x)*/ is the order's sort key of
+-- x, /*KEY(x)*/ the same key as values that compare in queue order.
+-- Every read of processing_jobs below is an index probe with a condition and no join: a generic plan
+-- is made once, often while the queue is empty, and must stay this plan whatever the statistics say.
+WITH win AS (
+    -- the window: the first 32 due jobs in queue order that no other daemon holds, read through the
+    -- claim's index (finished and parked jobs are not in it, so its cost does not grow with them) and
+    -- locked as they are read. A CTE runs only as far as its readers read: the pick below reads one
+    -- row at a time and stops at its pick, so a job is judged, and locked, only when every job before
+    -- it was passed over.
+    SELECT w.*,
+           CASE WHEN w.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN 'paused'
+                WHEN w.running IS NULL OR w.running + w.ahead < %(user_limit)s::int THEN 'runnable'
+                ELSE 'blocked' END AS verdict
+    FROM (SELECT h.id, h.user_id, h.job_type, h.priority, h.scheduled_at, h.seq,
+                 -- a limited job may run while its user's running jobs and its user's jobs ahead of it
+                 -- in the queue are fewer than the limit: every daemon judging on the same snapshot
+                 -- picks among the same first jobs of each user, so racing claims take different jobs
+                 -- and different slots instead of colliding on one
+                 CASE WHEN h.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL THEN
+                     (SELECT count(*) FROM processing_jobs r
+                      WHERE r.status = 'processing' AND r.user_id = h.user_id)
+                 END AS running,
+                 CASE WHEN h.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL THEN
+                     -- (sorted as the user queue's index is, so that this index is the one read; jobs of
+                     -- a paused type do not hold the user's other jobs back; the jobs ahead are in the
+                     -- window too, so this reads 32 entries at the most)
+                     (SELECT count(*) FROM (SELECT 1 FROM processing_jobs a
+                                            WHERE a.status = 'pending' AND NOT a.parked
+                                              AND a.user_id = h.user_id AND a.scheduled_at <= now()
+                                              AND ROW(/*KEY(a)*/) < ROW(/*KEY(h)*/)
+                                              AND CASE WHEN a.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+                                                       THEN false ELSE true END
+                                            ORDER BY a.user_id, /*KEY(a)*/
+                                            LIMIT %(user_limit)s::int) AS x)
+                 END AS ahead
           FROM processing_jobs h
-          WHERE h.status = 'pending' AND h.scheduled_at <= now()
-          ORDER BY h.scheduled_at, h.seq
-          LIMIT 32) AS head
-    JOIN processing_jobs j ON j.id = head.id
-    WHERE j.status = 'pending'
-      AND NOT j.cancel_requested
-      AND j.job_type <> ALL (%(paused_types)s::text[])
-      -- a user at the limit is passed over (one probe of the running-jobs index), and so is a user
-      -- another daemon is claiming for at this instant (a transaction-scoped advisory lock per
-      -- user): racing claims for one user's last slot would only collide on the slot index, wait
-      -- for each other and start over, while other users' jobs stood waiting
-      AND CASE WHEN j.user_id IS NULL OR %(user_limit)s::int IS NULL THEN true
-               WHEN (SELECT count(*) FROM processing_jobs r
-                     WHERE r.status = 'processing' AND r.user_id = j.user_id) >= %(user_limit)s::int THEN false
-               ELSE pg_try_advisory_xact_lock(4242003, hashtext(j.user_id))
-          END
-    ORDER BY head.scheduled_at, head.seq
+          WHERE h.status = 'pending' AND NOT h.parked AND h.scheduled_at <= now()
+          ORDER BY /*ORDER(h)*/
+          LIMIT 32
+          FOR UPDATE SKIP LOCKED) AS w
+), picked AS (
+    -- the first runnable job of the window. No ORDER BY: a CTE is read in the order it made its rows,
+    -- which is queue order, and a sort here would read (and lock) the whole window first
+    SELECT w.id, w.user_id, w.ahead
+    FROM win w
+    WHERE w.verdict = 'runnable'
     LIMIT 1
-    FOR UPDATE OF j SKIP LOCKED
-), deep AS (
-    -- deep path, run only when the fast path found nothing (busy users, paused types, cancels or
-    -- other claimers fill the head): one head job per user with a free slot, found by a loose scan
-    -- that visits each user once, so a user with 10,000 queued jobs costs one probe, not 10,000
-    WITH RECURSIVE users AS (
-        SELECT min(p.user_id) AS user_id FROM processing_jobs p WHERE p.status = 'pending'
-        UNION ALL
-        SELECT (SELECT min(p.user_id) FROM processing_jobs p
-                WHERE p.status = 'pending' AND p.user_id > u.user_id)
-        FROM users u
-        WHERE u.user_id IS NOT NULL
-    ), heads AS (
-        SELECT x.*
-        FROM users u
-        CROSS JOIN LATERAL (
-            SELECT p.id, p.scheduled_at, p.seq
-            FROM processing_jobs p
-            -- no parameter in this scan: an unknown array parameter makes a generic plan expect
-            -- almost no matching row and pick a sequential scan; paused types are tested below
-            WHERE p.status = 'pending' AND p.user_id = u.user_id AND p.scheduled_at <= now()
-              AND NOT p.cancel_requested
-              -- a paused type is passed over here, not only at the lock step: a user whose next
-              -- job is paused must still get their other jobs (the pauses are read once per
-              -- statement; a filter, not a join, so the scan still streams in queue order; inside
-              -- a CASE the planner gives it a neutral estimate and keeps the ordered index scan)
-              AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
-            ORDER BY p.user_id, p.scheduled_at, p.seq
-            LIMIT 1) AS x
-        WHERE u.user_id IS NOT NULL
-          AND (%(user_limit)s::int IS NULL
-               OR (SELECT count(*) FROM processing_jobs r
-                   WHERE r.status = 'processing' AND r.user_id = u.user_id) < %(user_limit)s::int)
-        UNION ALL
-        -- jobs without a user are never limited; a few, in case others are being claimed right now
-        SELECT x.*
-        FROM (SELECT p.id, p.scheduled_at, p.seq
-              FROM processing_jobs p
-              WHERE p.status = 'pending' AND p.user_id IS NULL AND p.scheduled_at <= now()
-                AND NOT p.cancel_requested
-                AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
-              -- a paused type is passed over here, not only at the lock step: a user whose next
-              -- job is paused must still get their other jobs (the pauses are read once per
-              -- statement; a filter, not a join, so the scan still streams in queue order; inside
-              -- a CASE the planner gives it a neutral estimate and keeps the ordered index scan)
-              AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
-              -- led by user_id so that the per-user index serves it: its NULL group is in queue
-              -- order, whereas the queue index would walk past every busy user's job first
-              ORDER BY p.user_id, p.scheduled_at, p.seq
-              LIMIT 8) AS x
-    )
-    SELECT j.id, j.user_id
-    -- the heads, best first, as an array: the lock step is then primary-key probes in that order,
-    -- never a walk along the queue index, whatever the planner guesses about the heads
-    FROM unnest(ARRAY(SELECT heads.id FROM heads ORDER BY heads.scheduled_at, heads.seq))
-             WITH ORDINALITY AS best(id, rank)
-    JOIN processing_jobs j ON j.id = best.id
-    WHERE j.status = 'pending'
-      AND CASE WHEN j.job_type = ANY (%(paused_types)s::text[]) THEN false
-               WHEN j.user_id IS NULL OR %(user_limit)s::int IS NULL THEN true
-               ELSE pg_try_advisory_xact_lock(4242003, hashtext(j.user_id))
-          END
-    ORDER BY best.rank
-    LIMIT 1
-    FOR UPDATE OF j SKIP LOCKED
-), candidate AS (
-    -- the deep path is pulled only if the fast path returned no row
-    (SELECT id, user_id FROM fast) UNION ALL (SELECT id, user_id FROM deep) LIMIT 1
-), slotted AS (
-    -- the lowest free slot number of the job's user; NULL for jobs that are not limited
+), parked AS (
+    -- nothing in the window may run: its blocked jobs are parked (out of the claim's indexes) so that
+    -- the next claim looks further, and the job that ends a user's run or a pause brings them back
+    -- (triggers). Each reason is confirmed under a share lock first: a running job of that user that
+    -- ends at this instant is either seen ended here, or waits for this statement and then unparks.
+    UPDATE processing_jobs
+    SET parked = true
+    WHERE id = ANY (ARRAY(
+        SELECT w.id
+        FROM win w
+        WHERE NOT EXISTS (SELECT 1 FROM picked)
+          AND w.verdict <> 'runnable'
+          AND CASE WHEN w.verdict = 'paused'
+                   THEN EXISTS (SELECT 1 FROM job_pauses jp WHERE jp.job_type = w.job_type
+                                FOR SHARE SKIP LOCKED)
+                   ELSE (SELECT count(*) FROM (SELECT 1 FROM processing_jobs r
+                                               WHERE r.status = 'processing' AND r.user_id = w.user_id
+                                               FOR SHARE SKIP LOCKED) AS held)
+                        + w.ahead >= %(user_limit)s::int
+              END))
+    RETURNING id
+), slotted AS MATERIALIZED (
+    -- the job's slot: the first free slot number of its user after those its jobs ahead will take;
+    -- NULL for jobs that are not limited
     SELECT c.id,
            CASE WHEN c.user_id IS NULL OR %(user_limit)s::int IS NULL THEN NULL
-                ELSE (SELECT min(s.n) FROM generate_series(1, %(user_limit)s::int) AS s(n)
+                ELSE (SELECT s.n FROM generate_series(1, %(user_limit)s::int) AS s(n)
                       WHERE NOT EXISTS (SELECT 1 FROM processing_jobs r
                                         WHERE r.status = 'processing' AND r.user_id = c.user_id
-                                          AND r.user_slot = s.n))
+                                          AND r.user_slot = s.n)
+                      ORDER BY s.n
+                      OFFSET c.ahead LIMIT 1)
            END AS slot,
            c.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL AS limited
-    FROM candidate c
+    FROM picked c
+), claimed AS (
+    UPDATE processing_jobs j
+    SET status = 'processing',
+        -- capped: a row another application wrote with attempts = 2^31-1 must not make every claim fail
+        attempts = least(j.attempts, 2147483646) + 1,
+        -- the statement's own time, not its transaction's: a claim that shares a transaction with the
+        -- record of the job before it must not seem to start before that record (per-user intervals
+        -- measured from these columns never overlap past the limit)
+        started_at = statement_timestamp(),
+        locked_by = %(worker_id)s,
+        locked_at = statement_timestamp(),
+        heartbeat_at = now(),
+        lease_token = gen_random_uuid(),
+        user_slot = (SELECT s.slot FROM slotted s),
+        updated_at = now()
+    -- a limited job with no free slot (a racing claim took it) is left for the next cycle; the unique
+    -- index on (user_id, user_slot) over running jobs is what makes the limit hold whatever the race
+    WHERE j.id = (SELECT s.id FROM slotted s WHERE NOT s.limited OR s.slot IS NOT NULL)
+    -- metadata only when it is within the limit (a larger value is never shipped to the daemon: the
+    -- job fails on its size), and created_at only when Python can hold it: this row is committed as
+    -- ours, so a value the client cannot load (JSON nested past the parser's depth, an infinite or
+    -- year-10000 timestamp from another application) must fail the job, not the daemon
+    RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description,
+              CASE WHEN octet_length(j.metadata::text) <= %(max_metadata_bytes)s::int
+                   THEN j.metadata::text END AS metadata,
+              j.retry_count, j.max_retries, j.attempts, j.timeout_seconds, j.lease_token,
+              CASE WHEN j.created_at BETWEEN '0001-01-02' AND '9999-12-30' THEN j.created_at END AS created_at,
+              j.started_at, j.priority, j.cancel_requested,
+              octet_length(j.metadata::text) AS metadata_bytes
 )
-UPDATE processing_jobs j
-SET status = 'processing',
-    -- capped: a row another application wrote with attempts = 2^31-1 must not make every claim fail
-    attempts = least(j.attempts, 2147483646) + 1,
-    started_at = now(),
-    locked_by = %(worker_id)s,
-    locked_at = now(),
-    heartbeat_at = now(),
-    lease_token = gen_random_uuid(),
-    user_slot = s.slot,
-    updated_at = now()
-FROM slotted s
--- a limited job with no free slot (a racing claim took it) is left for the next cycle; the unique
--- index on (user_id, user_slot) over running jobs is what makes the limit hold whatever the race
-WHERE j.id = s.id AND (NOT s.limited OR s.slot IS NOT NULL)
--- metadata as text and created_at only when Python can hold it: this row is committed as ours, so
--- a value the client cannot load (JSON nested past the parser's depth, an infinite or year-10000
--- timestamp from another application) must fail the job, not the daemon
-RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.metadata::text AS metadata,
-          j.retry_count, j.max_retries, j.attempts, j.timeout_seconds, j.lease_token,
-          CASE WHEN j.created_at BETWEEN '0001-01-02' AND '9999-12-30' THEN j.created_at END AS created_at,
-          j.started_at, j.priority, j.cancel_requested,
-          octet_length(j.metadata::text) AS metadata_bytes;
+-- always one row: the claimed job (NULL columns when none) and how many jobs were parked
+SELECT c.*, (SELECT count(*) FROM parked) AS parked
+FROM (VALUES (0)) AS one (n)
+LEFT JOIN claimed c ON true;
 
--- name: claim_job_priority
--- Claim the highest-priority due pending job, FIFO within a priority, passing over paused types and users at their limit.
-WITH fast AS (
-    -- fast path: the first due jobs in queue order, read through the pending index. The filters
-    -- run on these few rows only, so the plan is the same whatever the parameters (a generic plan,
-    -- prepared once). Ordering by the head's own columns keeps the rows streaming, so the per-user
-    -- test runs only on the rows actually looked at.
-    SELECT j.id, j.user_id
-    FROM (SELECT h.id, h.priority, h.scheduled_at, h.seq
-          FROM processing_jobs h
-          WHERE h.status = 'pending' AND h.scheduled_at <= now()
-          ORDER BY h.priority DESC, h.scheduled_at, h.seq
-          LIMIT 32) AS head
-    JOIN processing_jobs j ON j.id = head.id
-    WHERE j.status = 'pending'
-      AND NOT j.cancel_requested
-      AND j.job_type <> ALL (%(paused_types)s::text[])
-      -- a user at the limit is passed over (one probe of the running-jobs index), and so is a user
-      -- another daemon is claiming for at this instant (a transaction-scoped advisory lock per
-      -- user): racing claims for one user's last slot would only collide on the slot index, wait
-      -- for each other and start over, while other users' jobs stood waiting
-      AND CASE WHEN j.user_id IS NULL OR %(user_limit)s::int IS NULL THEN true
-               WHEN (SELECT count(*) FROM processing_jobs r
-                     WHERE r.status = 'processing' AND r.user_id = j.user_id) >= %(user_limit)s::int THEN false
-               ELSE pg_try_advisory_xact_lock(4242003, hashtext(j.user_id))
+-- name: unpark_runnable
+-- Parked jobs that may run now (type not paused, user below the limit): back into the claim's indexes; a safety net behind the triggers (a limit raised, a pause row edited by hand). One daemon at a time (advisory lock).
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock(4242005) AS got
+), runnable AS (
+    SELECT q.id
+    FROM processing_jobs q
+    WHERE q.status = 'pending' AND q.parked AND (SELECT got FROM lock)
+      AND CASE WHEN q.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false
+               WHEN q.user_id IS NULL OR %(user_limit)s::int IS NULL THEN true
+               -- the user's running jobs and its jobs ahead of this one (parked or not, of a type not paused)
+               -- below the limit
+               ELSE (SELECT count(*) FROM processing_jobs r
+                     WHERE r.status = 'processing' AND r.user_id = q.user_id)
+                    + (SELECT count(*) FROM (SELECT 1 FROM processing_jobs a
+                                             WHERE a.status = 'pending' AND NOT a.parked
+                                               AND a.user_id = q.user_id
+                                               AND ROW(/*KEY(a)*/) < ROW(/*KEY(q)*/)
+                                               AND CASE WHEN a.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+                                                        THEN false ELSE true END
+                                             ORDER BY a.user_id, /*KEY(a)*/
+                                             LIMIT %(user_limit)s::int) AS x)
+                    + (SELECT count(*) FROM (SELECT 1 FROM processing_jobs a
+                                             WHERE a.status = 'pending' AND a.parked
+                                               AND a.user_id = q.user_id
+                                               AND ROW(/*KEY(a)*/) < ROW(/*KEY(q)*/)
+                                               AND CASE WHEN a.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp))
+                                                        THEN false ELSE true END
+                                             ORDER BY a.user_id, /*KEY(a)*/
+                                             LIMIT %(user_limit)s::int) AS y)
+                    < %(user_limit)s::int
           END
-    ORDER BY head.priority DESC, head.scheduled_at, head.seq
-    LIMIT 1
-    FOR UPDATE OF j SKIP LOCKED
-), deep AS (
-    -- deep path, run only when the fast path found nothing (busy users, paused types, cancels or
-    -- other claimers fill the head): one head job per user with a free slot, found by a loose scan
-    -- that visits each user once, so a user with 10,000 queued jobs costs one probe, not 10,000
-    WITH RECURSIVE users AS (
-        SELECT min(p.user_id) AS user_id FROM processing_jobs p WHERE p.status = 'pending'
-        UNION ALL
-        SELECT (SELECT min(p.user_id) FROM processing_jobs p
-                WHERE p.status = 'pending' AND p.user_id > u.user_id)
-        FROM users u
-        WHERE u.user_id IS NOT NULL
-    ), heads AS (
-        SELECT x.*
-        FROM users u
-        CROSS JOIN LATERAL (
-            SELECT p.id, p.priority, p.scheduled_at, p.seq
-            FROM processing_jobs p
-            -- no parameter in this scan: an unknown array parameter makes a generic plan expect
-            -- almost no matching row and pick a sequential scan; paused types are tested below
-            WHERE p.status = 'pending' AND p.user_id = u.user_id AND p.scheduled_at <= now()
-              AND NOT p.cancel_requested
-              -- a paused type is passed over here, not only at the lock step: a user whose next
-              -- job is paused must still get their other jobs (the pauses are read once per
-              -- statement; a filter, not a join, so the scan still streams in queue order; inside
-              -- a CASE the planner gives it a neutral estimate and keeps the ordered index scan)
-              AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
-            ORDER BY p.user_id, p.priority DESC, p.scheduled_at, p.seq
-            LIMIT 1) AS x
-        WHERE u.user_id IS NOT NULL
-          AND (%(user_limit)s::int IS NULL
-               OR (SELECT count(*) FROM processing_jobs r
-                   WHERE r.status = 'processing' AND r.user_id = u.user_id) < %(user_limit)s::int)
-        UNION ALL
-        -- jobs without a user are never limited; a few, in case others are being claimed right now
-        SELECT x.*
-        FROM (SELECT p.id, p.priority, p.scheduled_at, p.seq
-              FROM processing_jobs p
-              WHERE p.status = 'pending' AND p.user_id IS NULL AND p.scheduled_at <= now()
-                AND NOT p.cancel_requested
-                AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
-              -- a paused type is passed over here, not only at the lock step: a user whose next
-              -- job is paused must still get their other jobs (the pauses are read once per
-              -- statement; a filter, not a join, so the scan still streams in queue order; inside
-              -- a CASE the planner gives it a neutral estimate and keeps the ordered index scan)
-              AND CASE WHEN p.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
-              -- led by user_id so that the per-user index serves it: its NULL group is in queue
-              -- order, whereas the queue index would walk past every busy user's job first
-              ORDER BY p.user_id, p.priority DESC, p.scheduled_at, p.seq
-              LIMIT 8) AS x
-    )
-    SELECT j.id, j.user_id
-    -- the heads, best first, as an array: the lock step is then primary-key probes in that order,
-    -- never a walk along the queue index, whatever the planner guesses about the heads
-    FROM unnest(ARRAY(SELECT heads.id FROM heads ORDER BY heads.priority DESC, heads.scheduled_at, heads.seq))
-             WITH ORDINALITY AS best(id, rank)
-    JOIN processing_jobs j ON j.id = best.id
-    WHERE j.status = 'pending'
-      AND CASE WHEN j.job_type = ANY (%(paused_types)s::text[]) THEN false
-               WHEN j.user_id IS NULL OR %(user_limit)s::int IS NULL THEN true
-               ELSE pg_try_advisory_xact_lock(4242003, hashtext(j.user_id))
-          END
-    ORDER BY best.rank
-    LIMIT 1
-    FOR UPDATE OF j SKIP LOCKED
-), candidate AS (
-    -- the deep path is pulled only if the fast path returned no row
-    (SELECT id, user_id FROM fast) UNION ALL (SELECT id, user_id FROM deep) LIMIT 1
-), slotted AS (
-    -- the lowest free slot number of the job's user; NULL for jobs that are not limited
-    SELECT c.id,
-           CASE WHEN c.user_id IS NULL OR %(user_limit)s::int IS NULL THEN NULL
-                ELSE (SELECT min(s.n) FROM generate_series(1, %(user_limit)s::int) AS s(n)
-                      WHERE NOT EXISTS (SELECT 1 FROM processing_jobs r
-                                        WHERE r.status = 'processing' AND r.user_id = c.user_id
-                                          AND r.user_slot = s.n))
-           END AS slot,
-           c.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL AS limited
-    FROM candidate c
+    LIMIT %(batch)s::int
+    FOR UPDATE SKIP LOCKED
 )
-UPDATE processing_jobs j
-SET status = 'processing',
-    -- capped: a row another application wrote with attempts = 2^31-1 must not make every claim fail
-    attempts = least(j.attempts, 2147483646) + 1,
-    started_at = now(),
-    locked_by = %(worker_id)s,
-    locked_at = now(),
-    heartbeat_at = now(),
-    lease_token = gen_random_uuid(),
-    user_slot = s.slot,
-    updated_at = now()
-FROM slotted s
--- a limited job with no free slot (a racing claim took it) is left for the next cycle; the unique
--- index on (user_id, user_slot) over running jobs is what makes the limit hold whatever the race
-WHERE j.id = s.id AND (NOT s.limited OR s.slot IS NOT NULL)
--- metadata as text and created_at only when Python can hold it: this row is committed as ours, so
--- a value the client cannot load (JSON nested past the parser's depth, an infinite or year-10000
--- timestamp from another application) must fail the job, not the daemon
-RETURNING j.id, j.job_type, j.file_id, j.user_id, j.business_description, j.metadata::text AS metadata,
-          j.retry_count, j.max_retries, j.attempts, j.timeout_seconds, j.lease_token,
-          CASE WHEN j.created_at BETWEEN '0001-01-02' AND '9999-12-30' THEN j.created_at END AS created_at,
-          j.started_at, j.priority, j.cancel_requested,
-          octet_length(j.metadata::text) AS metadata_bytes;
+UPDATE processing_jobs p
+SET parked = false
+FROM runnable r
+WHERE p.id = r.id
+RETURNING p.id;
 
 -- name: claim_commit_async
 -- Let this transaction (a claim on its own) commit without waiting for the WAL flush; a claim lost in a crash only leaves its job pending.
@@ -307,7 +204,7 @@ WITH done AS (
     SET status = CASE WHEN %(status)s::text = 'pending' AND cancel_requested THEN 'cancelled'
                       ELSE %(status)s::text END,
         completed_at = CASE WHEN %(status)s::text = 'pending' AND NOT cancel_requested THEN NULL
-                            ELSE now() END,
+                            ELSE statement_timestamp() END,
         scheduled_at = CASE WHEN %(status)s::text = 'pending'
                             THEN now() + make_interval(secs => %(delay_seconds)s::float8)
                             ELSE scheduled_at END,
@@ -341,16 +238,11 @@ WITH done AS (
     FROM done d
     WHERE f.id = d.file_id AND d.status <> 'pending'
     RETURNING 1
-), slot_freed AS (
-    -- the user's next job became claimable: wake idle daemons now, not at their next poll
-    SELECT pg_notify('jobcron_jobs', 'slot')
-    FROM done d
-    WHERE d.user_id IS NOT NULL
-      AND EXISTS (SELECT 1 FROM processing_jobs p WHERE p.status = 'pending' AND p.user_id = d.user_id)
 )
+-- a job of a user that ends frees a slot: a trigger brings that user's next job back if it was parked
+-- and wakes idle daemons for it (migration 0002)
 SELECT (SELECT count(*) FROM done) AS recorded,
-       (SELECT count(*) FROM stored) AS insights_stored,
-       (SELECT count(*) FROM slot_freed) AS woken;
+       (SELECT count(*) FROM stored) AS insights_stored;
 
 -- name: mark_file_processing
 -- Mark a claimed job's file row as being processed.
@@ -502,8 +394,9 @@ SELECT status, count(*) AS n FROM processing_jobs GROUP BY status;
 -- Seconds until the earliest pending job scheduled in the future becomes due (NULL if none).
 -- epochs subtracted as numbers: a row scheduled at 'infinity' gives Infinity, where subtracting the
 -- timestamps would raise an error in every idle daemon
+-- (parked jobs are due already: only the claim's index is read)
 SELECT extract(epoch FROM min(scheduled_at))::float8 - extract(epoch FROM now())::float8 AS seconds
-FROM processing_jobs WHERE status = 'pending' AND scheduled_at > now();
+FROM processing_jobs WHERE status = 'pending' AND NOT parked AND scheduled_at > now();
 
 -- name: notify_jobs
 -- Wake every listening daemon (jobs became claimable without an INSERT, e.g. rescued).

@@ -26,6 +26,7 @@ STATUS_FIELDS = {
     "finished_counts_exact",
     "pending_due",
     "pending_scheduled",
+    "pending_parked",
     "oldest_pending",
     "running",
     "stale_jobs",

@@ -175,3 +175,82 @@ def test_per_user_counts(conn: Conn) -> None:
     assert rows == [{"user_id": "A", "pending": 2, "running": 1}]
     active = store.user_active_jobs(conn, "A")
     assert [r["status"] for r in active] == ["processing", "pending", "pending"]
+
+
+def _parked(conn: Conn, user_id: str | None = None) -> int:
+    row = conn.execute(
+        "SELECT count(*) AS n FROM processing_jobs WHERE status = 'pending' AND parked"
+        " AND (%(u)s::text IS NULL OR user_id = %(u)s::text)",
+        {"u": user_id},
+    ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def test_a_head_of_blocked_jobs_is_parked_and_its_next_job_returns_when_the_user_is_done(
+    conn: Conn, make_config: Any
+) -> None:
+    heavy = [insert_job(conn, job_type="noop", user_id="H") for _ in range(100)]
+    light = [insert_job(conn, job_type="noop", user_id=f"L{i}") for i in range(5)]
+    config: Config = make_config()
+    a, b = Worker(config, worker_id="a"), Worker(config, worker_id="b")
+    first = a.claim()
+    assert first is not None and first.id == heavy[0]
+    # H is at its limit: b's looks find only H's jobs, park them window by window, and reach the light user
+    second = b.claim()
+    assert second is not None and second.id == light[0]
+    assert _parked(conn, "H") == 96 and _parked(conn) == 96
+    assert job(conn, heavy[1])["parked"] and not job(conn, light[1])["parked"]
+    # H's job ends: its next job comes back (a trigger) and the recording daemon claims it at once
+    outcome, running = a._execute(first)
+    a._record(first, outcome, running, claim_next=True)
+    assert a._next is not None and a._next.id == heavy[1]
+    assert _parked(conn, "H") == 95
+
+
+def test_a_paused_type_at_the_head_is_parked_and_resuming_brings_it_back(
+    conn: Conn, make_config: Any
+) -> None:
+    from jobcron import ops_jobs
+
+    paused = [insert_job(conn, job_type="report") for _ in range(40)]
+    other = insert_job(conn, job_type="noop")
+    ops_jobs.pause(conn, "report", by="test")
+    worker = Worker(make_config())
+    claimed = worker.claim()
+    assert claimed is not None and claimed.id == other
+    assert _parked(conn) == 32
+    ops_jobs.resume(conn, "report")
+    assert _parked(conn) == 0  # the resume's trigger put them back, in their place in the queue
+    claimed = worker.claim()
+    assert claimed is not None and claimed.id == paused[0]
+
+
+def test_the_seed_003_emergency_reset_runs_after_a_cancel_request(conn: Conn, make_config: Any) -> None:
+    from jobcron import ops_jobs
+
+    running = insert_job(conn, job_type="noop", user_id="A", status="processing", user_slot=1)
+    other = insert_job(conn, job_type="noop", status="processing")
+    ops_jobs.cancel_job(conn, running, by="test")
+    # the operator's blind reset is not refused; the job whose cancel was asked for ends cancelled
+    conn.execute(
+        "UPDATE processing_jobs SET status = 'pending', started_at = NULL WHERE status = 'processing'"
+    )
+    row = job(conn, running)
+    assert row["status"] == "cancelled" and row["completed_at"] is not None
+    assert job(conn, other)["status"] == "pending"
+
+
+def test_the_safety_net_unparks_what_a_raised_limit_allows(conn: Conn, make_config: Any) -> None:
+    insert_job(conn, job_type="noop", user_id="A", status="processing", user_slot=1)
+    waiting = [insert_job(conn, job_type="noop", user_id="A") for _ in range(40)]
+    strict = Worker(make_config(), worker_id="strict")
+    assert strict.claim() is None
+    assert _parked(conn, "A") == 40
+    # nothing ends, so no trigger fires: the periodic check brings back what the new limit lets run
+    relaxed = Worker(make_config(scheduler_settings={"max_concurrent_jobs_per_user": 3}), worker_id="relaxed")
+    with psycopg.connect(relaxed.config.database.url or "", autocommit=True, row_factory=dict_row) as own:
+        assert relaxed.housekeeper.unpark(own) == 2
+    assert [job(conn, j)["parked"] for j in waiting[:3]] == [False, False, True]
+    claimed = [relaxed.claim(), relaxed.claim(), relaxed.claim()]
+    assert [c.id if c else None for c in claimed] == [waiting[0], waiting[1], None]

@@ -372,7 +372,7 @@ def test_a_lone_claim_commits_without_waiting_for_the_flush_but_a_record_waits(c
             inside = c.execute("SHOW synchronous_commit")
         assert inside.fetchone() == {"synchronous_commit": "off"}
         assert c.execute("SHOW synchronous_commit").fetchone() == {"synchronous_commit": "on"}
-        claimed = store.claim(c, "first_in_first_out", "w", None, [])
+        claimed = store.claim(c, store.ClaimParams(worker_id="w")).job
         assert claimed is not None
         assert c.execute("SHOW synchronous_commit").fetchone() == {"synchronous_commit": "on"}
 
@@ -399,7 +399,7 @@ def test_a_reconnect_while_recording_keeps_the_job_being_recorded(conn: Conn, co
 
 def test_a_rescued_jobs_late_record_is_a_lost_lease(conn: Conn, config: Config) -> None:
     job_id = insert_job(conn, job_type="noop")
-    claimed = store.claim(conn, "first_in_first_out", "slow-worker", None, [])
+    claimed = store.claim(conn, store.ClaimParams(worker_id="slow-worker")).job
     assert claimed is not None
     later = datetime.now(UTC) + timedelta(hours=1)
     store.rescue_stale_jobs(
@@ -436,8 +436,13 @@ def test_a_paused_head_job_does_not_hold_back_the_users_other_jobs(conn: Conn) -
         insert_job(conn, job_type="paused_kind", user_id="u1")
     wanted = insert_job(conn, job_type="noop", user_id="u1")
     conn.execute("INSERT INTO job_pauses (job_type) VALUES ('paused_kind')")
-    for order in ("first_in_first_out", "priority"):
-        claimed = store.claim(conn, order, "w", 1, ["paused_kind"])
+    for order, parked_first in (("first_in_first_out", 32), ("priority", 0)):
+        params = store.ClaimParams(worker_id="w", order=order, user_limit=1)
+        first = store.claim(conn, params)
+        # the first look finds only paused jobs and parks them; the next one looks further (and in the
+        # second round the 8 paused jobs left in the window do not hold their user's job back)
+        assert first.parked == parked_first
+        claimed = first.job or store.claim(conn, params).job
         assert claimed is not None and claimed.id == wanted
         conn.execute(
             "UPDATE processing_jobs SET status = 'pending', lease_token = NULL, user_slot = NULL, heartbeat_at = NULL WHERE id = %s",
