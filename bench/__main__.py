@@ -9,9 +9,10 @@ from pathlib import Path
 
 from bench.extra import run_analysis, run_ops
 from bench.harness import RESULTS, Run, Server
+from bench.users import run_users
 from bench.workloads import FULL, QUICK, WORKLOADS
 
-WORKLOADS = {**WORKLOADS, "ops": run_ops, "analysis": run_analysis}
+WORKLOADS = {**WORKLOADS, "users": run_users, "ops": run_ops, "analysis": run_analysis}
 
 
 def main(argv: list[str] | None = None) -> int:
