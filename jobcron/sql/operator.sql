@@ -48,8 +48,11 @@ WHERE status IN ('completed', 'failed', 'cancelled')
 
 -- name: ops_oldest_pending
 -- The due pending job that has waited longest (the FIFO claim index gives it in one probe).
+-- Ages of an infinite time would raise "cannot subtract infinite timestamps": a row due since
+-- '-infinity' has waited since it was created.
 SELECT id, job_type, user_id, priority, created_at, scheduled_at,
-       extract(epoch FROM now() - scheduled_at)::float8 AS age_seconds
+       extract(epoch FROM now() - CASE WHEN isfinite(scheduled_at) THEN scheduled_at
+                                       WHEN isfinite(created_at) THEN created_at END)::float8 AS age_seconds
 FROM processing_jobs
 WHERE status = 'pending' AND scheduled_at <= now()
 ORDER BY scheduled_at, seq
@@ -58,8 +61,10 @@ LIMIT 1;
 -- name: ops_running_jobs
 -- Running jobs, longest first, with their worker and how long they have run.
 SELECT id, job_type, user_id, locked_by AS worker, started_at, heartbeat_at, attempts, cancel_requested,
-       extract(epoch FROM now() - started_at)::float8 AS duration_seconds,
-       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds
+       CASE WHEN isfinite(started_at) THEN extract(epoch FROM now() - started_at)::float8 END
+           AS duration_seconds,
+       CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at)::float8 END
+           AS heartbeat_age_seconds
 FROM processing_jobs
 WHERE status = 'processing'
 ORDER BY started_at, id
@@ -85,10 +90,12 @@ SELECT w.id, w.host, w.pid,
             WHEN r.id IS NULL AND w.state = 'running' THEN 'idle'
             ELSE w.state END AS state,
        w.version, w.started_at, w.last_seen_at,
-       extract(epoch FROM now() - w.last_seen_at)::float8 AS last_seen_seconds,
+       CASE WHEN isfinite(w.last_seen_at) THEN extract(epoch FROM now() - w.last_seen_at)::float8 END
+           AS last_seen_seconds,
        w.last_seen_at >= now() - make_interval(secs => %(dead_after_seconds)s::float8) AS alive,
        r.id AS job_id, r.job_type, r.user_id AS job_user_id,
-       extract(epoch FROM now() - r.started_at)::float8 AS job_seconds,
+       CASE WHEN isfinite(r.started_at) THEN extract(epoch FROM now() - r.started_at)::float8 END
+           AS job_seconds,
        coalesce(r.held, 0) AS jobs_held
 FROM job_workers w
 LEFT JOIN LATERAL (
@@ -103,7 +110,8 @@ ORDER BY alive DESC, w.id;
 -- name: ops_schedules_due
 -- Enabled schedules whose next run has come, with the total count.
 SELECT id, name, job_type, next_run_at,
-       extract(epoch FROM now() - next_run_at)::float8 AS overdue_seconds,
+       CASE WHEN isfinite(next_run_at) THEN extract(epoch FROM now() - next_run_at)::float8 END
+           AS overdue_seconds,
        count(*) OVER () AS total
 FROM job_schedules
 WHERE enabled AND next_run_at <= now()
@@ -117,7 +125,8 @@ SELECT job_type, paused_at, paused_by FROM job_pauses ORDER BY job_type;
 -- name: ops_stale_count
 -- Running jobs whose heartbeat is older than the stale threshold.
 SELECT count(*) AS n,
-       max(extract(epoch FROM now() - heartbeat_at))::float8 AS oldest_heartbeat_seconds
+       max(CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at) END)::float8
+           AS oldest_heartbeat_seconds
 FROM processing_jobs
 WHERE status = 'processing'
   AND heartbeat_at < now() - make_interval(secs => %(stale_after_seconds)s::float8);
@@ -147,8 +156,10 @@ SELECT j.id, j.status, j.job_type, j.user_id, j.priority, j.business_description
        j.file_id, f.file_path, f.original_name, f.status AS file_status,
        j.schedule_id, s.name AS schedule_name,
        (SELECT count(*) FROM insights i WHERE i.job_id = j.id) AS insights,
-       extract(epoch FROM now() - j.heartbeat_at)::float8 AS heartbeat_age_seconds,
-       extract(epoch FROM coalesce(j.completed_at, now()) - j.started_at)::float8 AS run_seconds
+       CASE WHEN isfinite(j.heartbeat_at) THEN extract(epoch FROM now() - j.heartbeat_at)::float8 END
+           AS heartbeat_age_seconds,
+       CASE WHEN isfinite(j.started_at) AND isfinite(coalesce(j.completed_at, now()))
+            THEN extract(epoch FROM coalesce(j.completed_at, now()) - j.started_at)::float8 END AS run_seconds
 FROM processing_jobs j
 LEFT JOIN files f ON f.id = j.file_id
 LEFT JOIN job_schedules s ON s.id = j.schedule_id
@@ -157,7 +168,8 @@ WHERE j.id = %(id)s::uuid;
 -- name: ops_job_state
 -- A job's status and lease facts (to explain why an action did not apply).
 SELECT id, status, cancel_requested, locked_by, dedup_key,
-       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds
+       CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at)::float8 END
+           AS heartbeat_age_seconds
 FROM processing_jobs WHERE id = %(id)s::uuid;
 
 -- name: ops_job_cancel
@@ -226,8 +238,10 @@ SELECT id, was, old_retry_count, attempts, (SELECT count(*) FROM file_reset) AS 
 -- Running jobs an emergency reset would take: heartbeat stale (or any, when include_alive), optionally started before a cutoff.
 SELECT id, job_type, user_id, locked_by AS worker, started_at, heartbeat_at, retry_count, max_retries,
        cancel_requested,
-       extract(epoch FROM now() - started_at)::float8 AS running_seconds,
-       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds,
+       CASE WHEN isfinite(started_at) THEN extract(epoch FROM now() - started_at)::float8 END
+           AS running_seconds,
+       CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at)::float8 END
+           AS heartbeat_age_seconds,
        heartbeat_at >= now() - make_interval(secs => %(stale_after_seconds)s::float8) AS alive
 FROM processing_jobs
 WHERE status = 'processing'
