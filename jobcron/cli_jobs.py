@@ -80,13 +80,20 @@ def list_cmd(
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="The whole job as one JSON object.")
 @click.option("--show-secrets", is_flag=True, help="Do not hide metadata values of keys like token/password.")
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(1, 2**31 - 1),
+    default=ops_jobs.SHOW_MAX_BYTES,
+    show_default=True,
+    help="Show metadata, result and history only up to this size each (as JSON text).",
+)
 @click.pass_obj
-def show_cmd(state: CliState, job_id: str, as_json: bool, show_secrets: bool) -> None:
+def show_cmd(state: CliState, job_id: str, as_json: bool, show_secrets: bool, max_bytes: int) -> None:
     """Everything about one job: fields, metadata, result, error history, file, insights."""
     config = load_or_exit(state)
     jid = _job_id(job_id)
     with handled(config), open_db(config, "jobs") as conn:
-        job = ops_jobs.show_job(conn, jid)
+        job = ops_jobs.show_job(conn, jid, max_bytes=max_bytes)
     if not show_secrets:
         job["metadata"] = redact(job["metadata"])
     emit(job, as_json, render_job)

@@ -152,6 +152,7 @@ def render_jobs(jobs: Sequence[Mapping[str, Any]]) -> str:
 
 def render_job(job: Mapping[str, Any]) -> str:
     """The `jobs show` view."""
+    omitted = job.get("omitted") or {}
     keys = [
         "status",
         "job_type",
@@ -181,11 +182,20 @@ def render_job(job: Mapping[str, Any]) -> str:
     if job.get("schedule_id"):
         out.append(f"  {'schedule':<21}{job['schedule_id']} {job['schedule_name'] or ''}")
     out.append(f"  {'error_message':<21}{job['error_message'] or '-'}")
-    out.append("metadata\n" + _indent(dumps(job["metadata"])))
-    out.append("result\n" + _indent(dumps(job["result"])))
+    for name in ("metadata", "result"):
+        if name in omitted:
+            out.append(f"{name} (not shown: {omitted[name]['reason']})")
+        else:
+            out.append(f"{name}\n" + _indent(dumps(job[name])))
     errors = job["errors"] or []
-    out.append(f"history ({len(errors)})")
+    if "errors" in omitted:
+        out.append(f"history (not shown: {omitted['errors']['reason']})")
+    else:
+        out.append(f"history ({len(errors)})")
     for e in errors:
+        if not isinstance(e, Mapping):  # another application's entry: shown as it is
+            out.append(f"  {e}")
+            continue
         extra = f" by {e['by']}" if e.get("by") else (f" on {e['worker']}" if e.get("worker") else "")
         out.append(
             f"  #{e.get('attempt', '?')} {e.get('at', '')} {e.get('type', '')}: {e.get('message', '')}{extra}"

@@ -576,9 +576,9 @@ def ops_jobs_list(
     )
 
 
-def ops_job_show(conn: Connection, job_id: str) -> dict[str, Any] | None:
-    """Everything about one job."""
-    return _ops_row(conn, "ops_job_show", {"id": job_id})
+def ops_job_show(conn: Connection, job_id: str, max_bytes: int) -> dict[str, Any] | None:
+    """Everything about one job; metadata, result and errors as JSON text only up to max_bytes each."""
+    return _ops_row(conn, "ops_job_show", {"id": job_id, "max_bytes": max_bytes})
 
 
 def ops_job_insights(conn: Connection, job_id: str, limit: int) -> list[dict[str, Any]]:

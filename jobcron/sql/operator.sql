@@ -148,11 +148,19 @@ LIMIT %(limit)s::int;
 
 -- name: ops_job_show
 -- Everything about one job, with its file and schedule and how many insights it produced.
-SELECT j.id, j.status, j.job_type, j.user_id, j.priority, j.business_description, j.metadata,
+-- metadata, result and errors come as JSON text with their size, the text only up to max_bytes: a
+-- 50 MB value another application wrote is measured on the server, never shipped to the terminal.
+SELECT j.id, j.status, j.job_type, j.user_id, j.priority, j.business_description,
+       CASE WHEN octet_length(t.metadata) <= %(max_bytes)s::int THEN t.metadata END AS metadata,
+       octet_length(t.metadata) AS metadata_bytes,
        j.attempts, j.retry_count, j.max_retries, j.timeout_seconds, j.dedup_key,
        j.created_at, j.scheduled_at, j.started_at, j.completed_at, j.updated_at,
-       j.locked_by, j.locked_at, j.heartbeat_at, j.cancel_requested,
-       j.error_message, j.errors, j.result, j.seq,
+       j.locked_by, j.locked_at, j.heartbeat_at, j.cancel_requested, j.error_message,
+       CASE WHEN octet_length(t.errors) <= %(max_bytes)s::int THEN t.errors END AS errors,
+       octet_length(t.errors) AS errors_bytes,
+       CASE WHEN octet_length(t.result) <= %(max_bytes)s::int THEN t.result END AS result,
+       octet_length(t.result) AS result_bytes,
+       j.seq,
        j.file_id, f.file_path, f.original_name, f.status AS file_status,
        j.schedule_id, s.name AS schedule_name,
        (SELECT count(*) FROM insights i WHERE i.job_id = j.id) AS insights,
@@ -161,6 +169,9 @@ SELECT j.id, j.status, j.job_type, j.user_id, j.priority, j.business_description
        CASE WHEN isfinite(j.started_at) AND isfinite(coalesce(j.completed_at, now()))
             THEN extract(epoch FROM coalesce(j.completed_at, now()) - j.started_at)::float8 END AS run_seconds
 FROM processing_jobs j
+-- OFFSET 0 keeps the subquery from being folded into the select list: each value becomes text once
+CROSS JOIN LATERAL (SELECT j.metadata::text AS metadata, j.result::text AS result,
+                           j.errors::text AS errors OFFSET 0) t
 LEFT JOIN files f ON f.id = j.file_id
 LEFT JOIN job_schedules s ON s.id = j.schedule_id
 WHERE j.id = %(id)s::uuid;

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from jobcron import ops_jobs, store
 from jobcron.config import Config
 from jobcron.worker import Worker
 from tests.ops_cli import run
@@ -128,7 +129,7 @@ def insert(conn: Conn, sql: str, params: Any = None) -> str:
 def job(conn: Conn, job_id: str) -> dict[str, Any]:
     """The job's row without its metadata (which may be the hostile part) and times as text."""
     row = conn.execute(
-        "SELECT status, job_type, user_id, attempts, retry_count, error_message, errors, locked_by,"
+        "SELECT id::text AS id, status, job_type, user_id, attempts, retry_count, error_message, errors, locked_by,"
         " started_at::text AS started_at FROM processing_jobs WHERE id = %s",
         (job_id,),
     ).fetchone()
@@ -181,10 +182,45 @@ def test_huge_metadata_fails_at_once(conn: Conn, make_config: Any) -> None:
     failed_at_once(row, "metadata is 200012 bytes, over job_processing.max_metadata_bytes (65536)")
 
 
-def test_metadata_nested_past_the_parser_fails_the_job_not_the_worker(conn: Conn, make_config: Any) -> None:
+def test_huge_metadata_is_neither_fetched_nor_printed_by_jobs_show(
+    dsn: str, conn: Conn, make_config: Any
+) -> None:
+    big = '{"blob": "' + "x" * 2_000_000 + '", "token": "s3cret"}'  # a 50 MB row, scaled down
+    row = outcome(conn, make_config(), JOBS + "(job_type, metadata) VALUES ('noop', %s::jsonb)", (big,))
+    failed_at_once(row, "metadata is 2000031 bytes, over job_processing.max_metadata_bytes (65536)")
+    shown = run(dsn, "jobs", "show", row["id"])
+    assert shown.exit_code == 0, shown.output
+    assert len(shown.stdout) < 5_000, "the metadata was printed"
+    line = "metadata (not shown: 2,000,031 bytes, over the display cap of 1,048,576 bytes; --max-bytes raises it)"
+    assert line in shown.stdout.splitlines()
+    as_json = run(dsn, "jobs", "show", row["id"], "--json")
+    assert as_json.exit_code == 0 and len(as_json.stdout) < 5_000
+    data = json.loads(as_json.stdout)
+    assert data["metadata"] is None and data["omitted"]["metadata"]["bytes"] == 2_000_031
+    assert data["omitted"].keys() == {"metadata"} and data["errors"], "only the metadata is left out"
+    # asked for, it is shown, secrets still hidden
+    raised = run(dsn, "jobs", "show", row["id"], "--max-bytes", "3000000")
+    assert raised.exit_code == 0 and '"blob": "xxxx' in raised.stdout and '"token": "***"' in raised.stdout
+    # the operator query measures the value on the server and leaves it there
+    fetched = store.ops_job_show(conn, row["id"], ops_jobs.SHOW_MAX_BYTES)
+    assert fetched is not None and fetched["metadata"] is None and fetched["metadata_bytes"] == 2_000_031
+
+
+def test_metadata_nested_past_the_parser_fails_the_job_not_the_worker(
+    dsn: str, conn: Conn, make_config: Any
+) -> None:
     deep = '{"a": ' + "[" * 5000 + "]" * 5000 + "}"
     row = outcome(conn, make_config(), JOBS + "(job_type, metadata) VALUES ('noop', %s::jsonb)", (deep,))
     failed_at_once(row, "metadata is nested too deeply to be read")
+    # and the operator can still look at the job
+    shown = run(dsn, "jobs", "show", row["id"])
+    assert shown.exit_code == 0, shown.output
+    assert "metadata (not shown: nested deeper than 100 levels)" in shown.stdout
+    assert "metadata is nested too deeply to be read" in shown.stdout  # the error history is there
+    data = json.loads(run(dsn, "jobs", "show", row["id"], "--json").stdout)
+    assert data["metadata"] is None
+    assert data["omitted"] == {"metadata": {"bytes": 10007, "reason": "nested deeper than 100 levels"}}
+    assert data["status"] == "failed"
 
 
 def test_null_metadata_means_no_parameters(conn: Conn, make_config: Any) -> None:
