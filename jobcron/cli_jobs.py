@@ -15,10 +15,11 @@ import psycopg
 from jobcron import bulk, ops_jobs, producer, store
 from jobcron.cli_common import EXIT_CONFIG, EXIT_ERROR, CliState, fail, handled, load_or_exit, open_db
 from jobcron.cli_ops import emit, invalid_input_exits
-from jobcron.cli_render import redact, render_job, render_jobs
+from jobcron.cli_render import echo, redact, render_job, render_jobs
 from jobcron.db import Connection
 from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
 from jobcron.errors import InvalidInput
+from jobcron.terminal import printable_data
 
 STATUS_CHOICE = click.Choice(ops_jobs.STATUSES)
 
@@ -119,6 +120,7 @@ def cancel_cmd(state: CliState, job_id: str, force: bool, wait_seconds: float, a
         data = ops_jobs.cancel_job(conn, jid, force=force, wait_seconds=wait_seconds)
 
     def render(d: dict[str, Any]) -> str:
+        d = printable_data(d)
         if d["action"] == "already_cancelled":
             return f"job {d['id']} was already cancelled"
         if d["action"] == "cancelled":
@@ -178,6 +180,7 @@ def reset_stale_cmd(
         )
 
     def render(d: dict[str, Any]) -> str:
+        d = printable_data(d)
         verb = "would reset" if d["dry_run"] else "reset"
         head = f"{verb} {len(d['jobs'])} job(s) (stale = no heartbeat for {d['stale_after_seconds']:g}s)"
         lines = [head]
@@ -353,16 +356,16 @@ def _bulk(
             max_metadata_bytes=max_bytes,
         )
     except bulk.BulkInputError as exc:
-        click.echo(f"job_cron: error: {exc}", err=True)
+        echo(f"job_cron: error: {exc}", err=True)
         for number, problem in exc.bad[1:]:
-            click.echo(f"job_cron:   line {number}: {problem}", err=True)
+            echo(f"job_cron:   line {number}: {problem}", err=True)
         sys.exit(EXIT_CONFIG)
     finally:
         if source is not sys.stdin:
             source.close()
     seconds = time.perf_counter() - began
     for number, problem in result.bad:
-        click.echo(f"job_cron: skipped line {number}: {problem}", err=True)
+        echo(f"job_cron: skipped line {number}: {problem}", err=True)
     data = {
         "inserted": result.inserted,
         "lines": result.lines,

@@ -8,6 +8,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from jobcron.terminal import printable
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Keys whose values must never reach a log line wholesale.
 SECRET_KEYS = frozenset({"password", "dsn", "database_url", "metadata", "token", "access_token", "secret"})
@@ -17,6 +19,25 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     for key in SECRET_KEYS.intersection(event):
         event[key] = "***"
     return event
+
+
+class _ConsoleRenderer:
+    """structlog's console renderer, with control characters from job rows shown as escapes.
+
+    A `job_type` or error text holding ESC [ 2 J must not clear the terminal of the operator watching
+    the daemon. structlog quotes a value holding a space or a newline with repr() (which escapes), and
+    prints others and the event as they are: those pass through `printable`, the event with its
+    newlines too, so that one event stays one line (a traceback keeps its lines). The JSON renderer
+    needs none of this: JSON escapes control characters itself.
+    """
+
+    def __init__(self) -> None:
+        self._render = structlog.dev.ConsoleRenderer(colors=False)
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
+        if isinstance(event.get("event"), str):
+            event["event"] = printable(event["event"])
+        return printable(self._render(logger, method, event), keep_newlines=True)
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -32,7 +53,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     if use_json:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+        processors.append(_ConsoleRenderer())
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
