@@ -15,6 +15,7 @@ import psycopg
 from jobcron.config import Config, load_config
 from jobcron.db import DB_UNAVAILABLE, Connection, connect, scrub
 from jobcron.errors import ConfigError, JobCronError, SchemaOutOfDate
+from jobcron.terminal import printable
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -41,7 +42,7 @@ class CliState:
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """Print an error naming the problem and exit with a documented code."""
-    click.echo(f"job_cron: error: {message}", err=True)
+    click.echo(f"job_cron: error: {printable(message, keep_newlines=True)}", err=True)
     sys.exit(code)
 
 

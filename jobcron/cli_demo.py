@@ -11,6 +11,7 @@ import click
 
 from jobcron import logs
 from jobcron.cli_common import EXIT_ERROR, CliState, fail, handled, load_or_exit
+from jobcron.cli_render import echo
 from jobcron.demo import DEFAULT_JOB_TYPE, DEFAULT_STATE_DIR, SAMPLES_DIR, DemoOptions, run_demo
 
 
@@ -78,7 +79,7 @@ def demo_cmd(
     )
     with handled(config):
         try:
-            code = run_demo(config, options, click.echo, install_signals=signals.install)
+            code = run_demo(config, options, echo, install_signals=signals.install)
         except KeyboardInterrupt:
             # Ctrl-C before the worker took over the signals (the server start); the server is stopped
             fail("interrupted before the daemon started", EXIT_ERROR)

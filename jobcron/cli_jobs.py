@@ -15,10 +15,11 @@ import psycopg
 from jobcron import bulk, ops_jobs, producer, store
 from jobcron.cli_common import EXIT_CONFIG, EXIT_ERROR, CliState, fail, handled, load_or_exit, open_db
 from jobcron.cli_ops import emit, invalid_input_exits
-from jobcron.cli_render import redact, render_job, render_jobs
+from jobcron.cli_render import echo, redact, render_job, render_jobs
 from jobcron.db import Connection
 from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
 from jobcron.errors import InvalidInput
+from jobcron.terminal import printable_data
 
 STATUS_CHOICE = click.Choice(ops_jobs.STATUSES)
 
@@ -80,13 +81,20 @@ def list_cmd(
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="The whole job as one JSON object.")
 @click.option("--show-secrets", is_flag=True, help="Do not hide metadata values of keys like token/password.")
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(1, 2**31 - 1),
+    default=ops_jobs.SHOW_MAX_BYTES,
+    show_default=True,
+    help="Show metadata, result and history only up to this size each (as JSON text).",
+)
 @click.pass_obj
-def show_cmd(state: CliState, job_id: str, as_json: bool, show_secrets: bool) -> None:
+def show_cmd(state: CliState, job_id: str, as_json: bool, show_secrets: bool, max_bytes: int) -> None:
     """Everything about one job: fields, metadata, result, error history, file, insights."""
     config = load_or_exit(state)
     jid = _job_id(job_id)
     with handled(config), open_db(config, "jobs") as conn:
-        job = ops_jobs.show_job(conn, jid)
+        job = ops_jobs.show_job(conn, jid, max_bytes=max_bytes)
     if not show_secrets:
         job["metadata"] = redact(job["metadata"])
     emit(job, as_json, render_job)
@@ -112,6 +120,7 @@ def cancel_cmd(state: CliState, job_id: str, force: bool, wait_seconds: float, a
         data = ops_jobs.cancel_job(conn, jid, force=force, wait_seconds=wait_seconds)
 
     def render(d: dict[str, Any]) -> str:
+        d = printable_data(d)
         if d["action"] == "already_cancelled":
             return f"job {d['id']} was already cancelled"
         if d["action"] == "cancelled":
@@ -171,6 +180,7 @@ def reset_stale_cmd(
         )
 
     def render(d: dict[str, Any]) -> str:
+        d = printable_data(d)
         verb = "would reset" if d["dry_run"] else "reset"
         head = f"{verb} {len(d['jobs'])} job(s) (stale = no heartbeat for {d['stale_after_seconds']:g}s)"
         lines = [head]
@@ -346,16 +356,16 @@ def _bulk(
             max_metadata_bytes=max_bytes,
         )
     except bulk.BulkInputError as exc:
-        click.echo(f"job_cron: error: {exc}", err=True)
+        echo(f"job_cron: error: {exc}", err=True)
         for number, problem in exc.bad[1:]:
-            click.echo(f"job_cron:   line {number}: {problem}", err=True)
+            echo(f"job_cron:   line {number}: {problem}", err=True)
         sys.exit(EXIT_CONFIG)
     finally:
         if source is not sys.stdin:
             source.close()
     seconds = time.perf_counter() - began
     for number, problem in result.bad:
-        click.echo(f"job_cron: skipped line {number}: {problem}", err=True)
+        echo(f"job_cron: skipped line {number}: {problem}", err=True)
     data = {
         "inserted": result.inserted,
         "lines": result.lines,

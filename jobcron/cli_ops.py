@@ -14,11 +14,12 @@ import click
 
 from jobcron import ops_jobs, ops_status
 from jobcron.cli_common import EXIT_CONFIG, EXIT_OK, CliState, fail, handled, load_or_exit, open_db
-from jobcron.cli_render import render_status, render_workers_table
+from jobcron.cli_render import echo, render_status, render_workers_table
 from jobcron.config import Config
 from jobcron.db import DB_UNAVAILABLE, Connection, scrub
 from jobcron.durations import parse_duration
 from jobcron.errors import InvalidInput
+from jobcron.terminal import printable
 
 CLEAR_SCREEN = "\033[H\033[2J"
 
@@ -34,7 +35,15 @@ def invalid_input_exits() -> Iterator[None]:
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
     """Print JSON (one object) or the rendered text."""
-    click.echo(json.dumps(data, sort_keys=True, default=str) if as_json else render(data))
+    output(json.dumps(data, sort_keys=True, default=str) if as_json else render(data), as_json)
+
+
+def output(text: str, as_json: bool) -> None:
+    """JSON as it is (exact; json.dumps escapes control characters), text with control characters escaped."""
+    if as_json:
+        click.echo(text)
+    else:
+        echo(text)
 
 
 def watch_loop(config: Config, interval: float, produce: Callable[[Connection], str], as_json: bool) -> None:
@@ -50,11 +59,11 @@ def watch_loop(config: Config, interval: float, produce: Callable[[Connection], 
                 text = produce(conn)
             except DB_UNAVAILABLE as exc:
                 conn = None
-                text = f"database unavailable: {scrub(str(exc).strip(), config.database.url)}"
+                text = printable(f"database unavailable: {scrub(str(exc).strip(), config.database.url)}")
             if tty:
                 stamp = datetime.now(UTC).strftime("%H:%M:%S")
                 click.echo(f"{CLEAR_SCREEN}Every {interval:g}s: job_cron status    {stamp}\n")
-            click.echo(text)
+            output(text, as_json)
             sys.stdout.flush()
             wait.wait(interval)
     except KeyboardInterrupt:
@@ -93,7 +102,7 @@ def status_cmd(state: CliState, as_json: bool, watch: float | None, exact: bool,
             watch_loop(config, watch, produce, as_json)
             return
         with open_db(config, "status") as conn:
-            click.echo(produce(conn))
+            output(produce(conn), as_json)
 
 
 @click.command("workers")
@@ -113,7 +122,7 @@ def workers_cmd(state: CliState, as_json: bool) -> None:
 
 
 def _pause_text(d: dict[str, Any]) -> str:
-    paused = [p["job_type"] for p in d["paused"]]
+    paused = [printable(p["job_type"]) for p in d["paused"]]
     names = ", ".join("all job types" if t == "*" else t for t in paused)
     return f"paused now: {names}" if paused else "nothing is paused: every daemon claims jobs"
 
@@ -127,7 +136,7 @@ def pause_cmd(state: CliState, job_type: str | None, as_json: bool) -> None:
     config = load_or_exit(state)
     with handled(config), invalid_input_exits(), open_db(config, "pause") as conn:
         data = ops_jobs.pause(conn, job_type)
-    what = "all job types" if data["job_type"] == "*" else f"job type {data['job_type']}"
+    what = "all job types" if data["job_type"] == "*" else f"job type {printable(data['job_type'])}"
     emit(
         data,
         as_json,
@@ -149,7 +158,7 @@ def resume_cmd(state: CliState, job_type: str | None, everything: bool, as_json:
         data = ops_jobs.resume(conn, job_type, everything=everything)
 
     def render(d: dict[str, Any]) -> str:
-        lifted = ", ".join("all job types" if t == "*" else t for t in d["lifted"])
+        lifted = ", ".join("all job types" if t == "*" else printable(t) for t in d["lifted"])
         return (f"resumed: {lifted}" if lifted else "nothing to resume") + "\n" + _pause_text(d)
 
     emit(data, as_json, render)
@@ -214,7 +223,7 @@ def health_cmd(
 
     def render(r: dict[str, Any]) -> str:
         lines = [r["status"]]
-        lines += [f"  {c['status']:<10} {c['name']:<15} {c['detail']}" for c in r["checks"]]
+        lines += [f"  {c['status']:<10} {c['name']:<15} {printable(c['detail'])}" for c in r["checks"]]
         return "\n".join(lines)
 
     emit(report, as_json, render)

@@ -1,4 +1,9 @@
-"""Plain-text rendering of the operator views (tables without colour; JSON is the machine format)."""
+"""Plain-text rendering of the operator views (tables without colour; JSON is the machine format).
+
+Values come from rows other applications write: every one is passed through `printable` (a control
+character is shown as an escape such as \\x1b, a newline as \\n, so one value stays on one line),
+and `echo` passes the whole text through it again before it reaches the terminal.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,23 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import click
+
 from jobcron.durations import format_duration
+from jobcron.terminal import printable, printable_data
 
 # Metadata keys whose values `jobs show` hides unless asked (tokens travel in job parameters).
 SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|auth|credential|private", re.IGNORECASE)
 
 
+def echo(text: str, err: bool = False) -> None:
+    """Print human-readable text; no control character in it reaches the terminal (newlines do)."""
+    click.echo(printable(text, keep_newlines=True), err=err)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> str:
     """Left-aligned columns separated by two spaces."""
-    cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in r] for r in rows]]
+    cells = [[str(h) for h in headers], *[["-" if c is None else printable(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(indent + line for line in lines)
@@ -54,6 +67,7 @@ def _parked(st: Mapping[str, Any]) -> str:
 
 def render_status(st: Mapping[str, Any]) -> str:
     """The status report as text."""
+    st = printable_data(st)
     c = st["counts"]
     est = not st["finished_counts_exact"]
     out = [f"job_cron status at {st['generated_at']}"]
@@ -156,7 +170,10 @@ def render_jobs(jobs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def render_job(job: Mapping[str, Any]) -> str:
-    """The `jobs show` view."""
+    """The `jobs show` view (metadata and result as JSON, whose escapes keep them printable)."""
+    omitted = job.get("omitted") or {}
+    shown_json = {k: job[k] for k in ("metadata", "result")}
+    job = printable_data({k: v for k, v in job.items() if k not in shown_json})
     keys = [
         "status",
         "job_type",
@@ -186,11 +203,20 @@ def render_job(job: Mapping[str, Any]) -> str:
     if job.get("schedule_id"):
         out.append(f"  {'schedule':<21}{job['schedule_id']} {job['schedule_name'] or ''}")
     out.append(f"  {'error_message':<21}{job['error_message'] or '-'}")
-    out.append("metadata\n" + _indent(dumps(job["metadata"])))
-    out.append("result\n" + _indent(dumps(job["result"])))
+    for name, value in shown_json.items():
+        if name in omitted:
+            out.append(f"{name} (not shown: {omitted[name]['reason']})")
+        else:
+            out.append(f"{name}\n" + _indent(dumps(value)))
     errors = job["errors"] or []
-    out.append(f"history ({len(errors)})")
+    if "errors" in omitted:
+        out.append(f"history (not shown: {omitted['errors']['reason']})")
+    else:
+        out.append(f"history ({len(errors)})")
     for e in errors:
+        if not isinstance(e, Mapping):  # another application's entry: shown as it is
+            out.append(f"  {e}")
+            continue
         extra = f" by {e['by']}" if e.get("by") else (f" on {e['worker']}" if e.get("worker") else "")
         out.append(
             f"  #{e.get('attempt', '?')} {e.get('at', '')} {e.get('type', '')}: {e.get('message', '')}{extra}"

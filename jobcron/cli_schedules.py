@@ -12,6 +12,7 @@ import psycopg
 
 from jobcron import store
 from jobcron.cli_common import EXIT_CONFIG, EXIT_ERROR, CliState, fail, handled, load_or_exit, open_db
+from jobcron.cli_render import echo
 from jobcron.db import Connection
 from jobcron.schedule_rules import (
     ALL_KIND_FIELDS,
@@ -26,6 +27,7 @@ from jobcron.schedule_rules import (
     zone,
 )
 from jobcron.schedules import first_run, spec_from_row, state_of
+from jobcron.terminal import printable_data
 
 TEMPLATE_FIELDS = (
     "job_type",
@@ -251,7 +253,16 @@ def _described(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     return {**row, "state": state_of(row, now), "when": when}
 
 
+def _printable(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for the text views: every string escaped, but metadata (json.dumps escapes it itself)."""
+    return {k: v if k == "metadata" else printable_data(v) for k, v in row.items()}
+
+
 def _echo_show(row: dict[str, Any], executions: list[dict[str, Any]], tally: dict[str, int]) -> None:
+    name = repr(row["name"])  # repr escapes control characters itself
+    row = _printable(row)
+    executions = [_printable(e) for e in executions]
+    tally = printable_data(tally)
     job = f"{row['job_type']}  priority {row['priority']}"
     for key, label in (
         ("user_id", "user"),
@@ -264,7 +275,7 @@ def _echo_show(row: dict[str, Any], executions: list[dict[str, Any]], tally: dic
     limits = f"start {_at(row, 'start_at')}  end {_at(row, 'end_at')}  max executions {row['max_executions'] or '-'}"
     statuses = ", ".join(f"{k} {v}" for k, v in tally.items())
     lines = [
-        f"schedule {row['id']} {row['name']!r} ({row['state']})",
+        f"schedule {row['id']} {name} ({row['state']})",
         f"  when         {row['when']}",
         f"  job          {job}",
         f"  metadata     {json.dumps(row['metadata'], sort_keys=True)}",
@@ -275,13 +286,13 @@ def _echo_show(row: dict[str, Any], executions: list[dict[str, Any]], tally: dic
     ]
     if row["business_description"]:
         lines.insert(3, f"  description  {row['business_description']}")
-    click.echo("\n".join(lines))
+    echo("\n".join(lines))
     if not executions:
-        click.echo("no executions yet")
+        echo("no executions yet")
         return
-    click.echo(f"latest executions:\n  {'OCCURRENCE':26} {'FIRED BY':18} {'JOB':36}  STATUS")
+    echo(f"latest executions:\n  {'OCCURRENCE':26} {'FIRED BY':18} {'JOB':36}  STATUS")
     for e in executions:
-        click.echo(
+        echo(
             f"  {local(e['occurrence_at'], row['timezone']):26} {(e['fired_by'] or '-')[:18]:18} "
             f"{e['job_id'] or '-'!s:36}  {e['job_status'] or 'pruned'}"
         )
@@ -329,9 +340,7 @@ def add_cmd(state: CliState, /, name: str, paused: bool, **flags: Any) -> None:
         except psycopg.errors.UniqueViolation:
             fail(f"a schedule named {name!r} exists already", EXIT_ERROR)
     next_run = local(row["next_run_at"], fields["timezone"]) if row["next_run_at"] else "- (paused)"
-    click.echo(
-        f"schedule {schedule_id} {name!r} added: {describe(spec_from_row(fields))}; next run {next_run}"
-    )
+    echo(f"schedule {schedule_id} {name!r} added: {describe(spec_from_row(fields))}; next run {next_run}")
 
 
 @schedules_group.command("update")
@@ -349,7 +358,7 @@ def update_cmd(state: CliState, /, key: str, **flags: Any) -> None:
         _check_file(conn, fields)
         store.schedule_update(conn, current["id"], row)
     next_run = local(row["next_run_at"], fields["timezone"]) if row["next_run_at"] else "- (not enabled)"
-    click.echo(f"schedule {current['id']} updated: {describe(spec_from_row(fields))}; next run {next_run}")
+    echo(f"schedule {current['id']} updated: {describe(spec_from_row(fields))}; next run {next_run}")
 
 
 @schedules_group.command("list")
@@ -365,11 +374,12 @@ def list_cmd(state: CliState, as_json: bool) -> None:
         click.echo(json.dumps([_jsonable(r) for r in rows], indent=2))
         return
     if not rows:
-        click.echo("no schedules")
+        echo("no schedules")
         return
-    click.echo(f"{'ID':>4}  {'NAME':20} {'STATE':8} {'RUNS':>5}  {'LAST JOB':10} {'NEXT RUN':26} WHEN")
+    rows = [_printable(r) for r in rows]
+    echo(f"{'ID':>4}  {'NAME':20} {'STATE':8} {'RUNS':>5}  {'LAST JOB':10} {'NEXT RUN':26} WHEN")
     for r in rows:
-        click.echo(
+        echo(
             f"{r['id']:>4}  {r['name'][:20]:20} {r['state']:8} {r['execution_count']:>5}  "
             f"{r['last_job_status'] or '-':10} {_at(r, 'next_run_at'):26} {r['when']}"
         )
@@ -419,11 +429,9 @@ def _set_enabled(state: CliState, key: str, enabled: bool) -> None:
                 )
         store.schedule_set_enabled(conn, row["id"], enabled, next_run)
     if next_run is not None:
-        click.echo(
-            f"schedule {row['id']} {row['name']!r} resumed: next run {local(next_run, row['timezone'])}"
-        )
+        echo(f"schedule {row['id']} {row['name']!r} resumed: next run {local(next_run, row['timezone'])}")
     else:
-        click.echo(f"schedule {row['id']} {row['name']!r} paused")
+        echo(f"schedule {row['id']} {row['name']!r} paused")
 
 
 @schedules_group.command("pause")
@@ -451,7 +459,7 @@ def remove_cmd(state: CliState, key: str) -> None:
     with handled(config), open_db(config) as conn:
         row = _schedule_or_exit(conn, key)
         store.schedule_delete(conn, row["id"])
-    click.echo(f"schedule {row['id']} {row['name']!r} removed")
+    echo(f"schedule {row['id']} {row['name']!r} removed")
 
 
 @schedules_group.command("due")
@@ -466,10 +474,9 @@ def due_cmd(state: CliState, as_json: bool) -> None:
         click.echo(json.dumps([_jsonable(r) for r in rows], indent=2))
         return
     if not rows:
-        click.echo("no schedule is due")
+        echo("no schedule is due")
         return
-    click.echo(f"{'ID':>4}  {'NAME':20} {'TYPE':16} DUE SINCE")
+    rows = [_printable(r) for r in rows]
+    echo(f"{'ID':>4}  {'NAME':20} {'TYPE':16} DUE SINCE")
     for r in rows:
-        click.echo(
-            f"{r['id']:>4}  {r['name'][:20]:20} {r['job_type'][:16]:16} {r['next_run_at'].isoformat()}"
-        )
+        echo(f"{r['id']:>4}  {r['name'][:20]:20} {r['job_type'][:16]:16} {r['next_run_at'].isoformat()}")

@@ -19,6 +19,7 @@ from jobcron.db import connect
 from jobcron.errors import ConfigError, JobCronError, MigrationError, SchemaOutOfDate
 from jobcron.models import ClaimedJob
 from jobcron.sdnotify import Notifier
+from jobcron.terminal import printable
 from jobcron.worker import Worker
 from jobcron.workflows import Registry
 
@@ -193,7 +194,7 @@ def render(reports: list[JobReport]) -> str:
     for r in reports:
         took = f" in {r.seconds:.2f} s" if r.seconds is not None else ""
         found = f", {len(r.insights)} insights" if r.status == "completed" else ""
-        lines.append(f"{r.file_name}: {r.status}{took}{found}")
+        lines.append(f"{printable(r.file_name)}: {r.status}{took}{found}")
         if r.error:
             lines.append(f"    error: {_shorten(r.error, _LINE_WIDTH)}")
         shown = (r.highlights or r.insights)[:LINES_PER_FILE]

@@ -7,6 +7,7 @@ InvalidInput (bad arguments) or JobNotFound / JobCronError (the job is not in a 
 from __future__ import annotations
 
 import getpass
+import json
 import socket
 import threading
 import uuid
@@ -24,6 +25,13 @@ FINISHED = ("completed", "failed", "cancelled")
 MAX_LIST = 10_000
 PURGE_BATCH = 5000
 ALL_TYPES = "*"
+# `jobs show` prints metadata, result and error history up to this size (as JSON text) each; larger
+# values stay on the server. The daemon refuses metadata over job_processing.max_metadata_bytes
+# (64 KiB by default), so this shows every value a job could run with, and no 50 MB blob.
+SHOW_MAX_BYTES = 1024 * 1024
+# deeper values are not shown: parsing and printing them would exhaust Python's recursion limit
+SHOW_MAX_DEPTH = 100
+SHOWN_JSON_COLUMNS = ("metadata", "result", "errors")
 
 
 def operator_name() -> str:
@@ -87,14 +95,55 @@ def list_jobs(
     return [_clean(r) for r in rows]
 
 
-def show_job(conn: Connection, job_id: str, insights_limit: int = 20) -> dict[str, Any]:
-    """Everything about one job, with its error history, result, file, schedule and insights."""
-    row = store.ops_job_show(conn, job_id)
+def show_job(
+    conn: Connection, job_id: str, insights_limit: int = 20, max_bytes: int = SHOW_MAX_BYTES
+) -> dict[str, Any]:
+    """Everything about one job, with its error history, result, file, schedule and insights.
+
+    A metadata, result or errors value larger than max_bytes, or nested deeper than SHOW_MAX_DEPTH,
+    is None, and `omitted` says why: {"metadata": {"bytes": 52428812, "reason": "..."}}.
+    """
+    row = store.ops_job_show(conn, job_id, max_bytes)
     if row is None:
         raise JobNotFound(f"no job with id {job_id}")
+    omitted: dict[str, dict[str, Any]] = {}
+    for column in SHOWN_JSON_COLUMNS:
+        size = row.pop(f"{column}_bytes")
+        row[column], reason = _json_for_display(row[column], size, max_bytes)
+        if reason is not None:
+            omitted[column] = {"bytes": size, "reason": reason}
     job = _clean(row)
+    job["omitted"] = omitted
     job["insights_list"] = [_clean(i) for i in store.ops_job_insights(conn, job_id, insights_limit)]
     return job
+
+
+def _json_for_display(text: str | None, size: int | None, max_bytes: int) -> tuple[Any, str | None]:
+    """The parsed value, or None and why it is not shown."""
+    if text is None:
+        if size is None:
+            return None, None  # SQL NULL
+        return None, f"{size:,} bytes, over the display cap of {max_bytes:,} bytes; --max-bytes raises it"
+    too_deep = f"nested deeper than {SHOW_MAX_DEPTH} levels"
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return None, too_deep
+    return (None, too_deep) if _deeper_than(value, SHOW_MAX_DEPTH) else (value, None)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON data nests more than limit arrays/objects (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
 
 
 def cancel_job(

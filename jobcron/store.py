@@ -9,6 +9,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.abc import AdaptContext, Buffer
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -503,10 +506,39 @@ def demo_insights(conn: Connection, job_ids: Sequence[str]) -> list[dict[str, An
 # the connection's own row factory is, and nothing here commits on the caller's behalf.
 
 
+_TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid
+
+
+class _TimestamptzOrText(Loader):
+    """A timestamptz as a datetime, or as PostgreSQL's own text when Python cannot hold it.
+
+    Another application may write 'infinity', '-infinity' or year 10000 into any time column; the
+    operator commands show such a value as it is instead of failing on the whole row set.
+    """
+
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        loader = psycopg.adapters.get_loader(_TIMESTAMPTZ_OID, Format.TEXT)
+        assert loader is not None
+        self._datetime = loader(oid, context)
+
+    def load(self, data: Buffer) -> Any:
+        try:
+            return self._datetime.load(data)
+        except psycopg.DataError:
+            return bytes(data).decode()
+
+
+def _ops_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    cur.adapters.register_loader(_TIMESTAMPTZ_OID, _TimestamptzOrText)
+    return cur
+
+
 def _ops_rows(
     conn: psycopg.Connection[Any], name: str, params: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
+    with _ops_cursor(conn) as cur:
         cur.execute(sql(name), params or {})
         return cur.fetchall()
 
@@ -514,7 +546,7 @@ def _ops_rows(
 def _ops_row(
     conn: psycopg.Connection[Any], name: str, params: dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
-    with conn.cursor(row_factory=dict_row) as cur:
+    with _ops_cursor(conn) as cur:
         cur.execute(sql(name), params or {})
         return cur.fetchone()
 
@@ -528,7 +560,7 @@ def ops_status_rows(
         with conn.pipeline():
             cursors = []
             for name, params in queries:
-                cur = conn.cursor(row_factory=dict_row)
+                cur = _ops_cursor(conn)
                 cur.execute(sql(name), params)
                 cursors.append((name, cur))
         return {name: cur.fetchall() for name, cur in cursors}
@@ -569,9 +601,9 @@ def ops_jobs_list(
     )
 
 
-def ops_job_show(conn: Connection, job_id: str) -> dict[str, Any] | None:
-    """Everything about one job."""
-    return _ops_row(conn, "ops_job_show", {"id": job_id})
+def ops_job_show(conn: Connection, job_id: str, max_bytes: int) -> dict[str, Any] | None:
+    """Everything about one job; metadata, result and errors as JSON text only up to max_bytes each."""
+    return _ops_row(conn, "ops_job_show", {"id": job_id, "max_bytes": max_bytes})
 
 
 def ops_job_insights(conn: Connection, job_id: str, limit: int) -> list[dict[str, Any]]:

@@ -50,8 +50,11 @@ WHERE status IN ('completed', 'failed', 'cancelled')
 
 -- name: ops_oldest_pending
 -- The due pending job that has waited longest: one probe of the FIFO claim index, and the oldest parked job.
+-- Ages of an infinite time would raise "cannot subtract infinite timestamps": a row due since
+-- '-infinity' has waited since it was created.
 SELECT id, job_type, user_id, priority, created_at, scheduled_at,
-       extract(epoch FROM now() - scheduled_at)::float8 AS age_seconds
+       extract(epoch FROM now() - CASE WHEN isfinite(scheduled_at) THEN scheduled_at
+                                       WHEN isfinite(created_at) THEN created_at END)::float8 AS age_seconds
 FROM ((SELECT id, job_type, user_id, priority, created_at, scheduled_at, seq
        FROM processing_jobs
        WHERE status = 'pending' AND NOT parked AND scheduled_at <= now()
@@ -69,8 +72,10 @@ LIMIT 1;
 -- name: ops_running_jobs
 -- Running jobs, longest first, with their worker and how long they have run.
 SELECT id, job_type, user_id, locked_by AS worker, started_at, heartbeat_at, attempts, cancel_requested,
-       extract(epoch FROM now() - started_at)::float8 AS duration_seconds,
-       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds
+       CASE WHEN isfinite(started_at) THEN extract(epoch FROM now() - started_at)::float8 END
+           AS duration_seconds,
+       CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at)::float8 END
+           AS heartbeat_age_seconds
 FROM processing_jobs
 WHERE status = 'processing'
 ORDER BY started_at, id
@@ -99,10 +104,12 @@ SELECT w.id, w.host, w.pid,
             WHEN r.id IS NULL AND w.state = 'running' THEN 'idle'
             ELSE w.state END AS state,
        w.version, w.started_at, w.last_seen_at,
-       extract(epoch FROM now() - w.last_seen_at)::float8 AS last_seen_seconds,
+       CASE WHEN isfinite(w.last_seen_at) THEN extract(epoch FROM now() - w.last_seen_at)::float8 END
+           AS last_seen_seconds,
        w.last_seen_at >= now() - make_interval(secs => %(dead_after_seconds)s::float8) AS alive,
        r.id AS job_id, r.job_type, r.user_id AS job_user_id,
-       extract(epoch FROM now() - r.started_at)::float8 AS job_seconds,
+       CASE WHEN isfinite(r.started_at) THEN extract(epoch FROM now() - r.started_at)::float8 END
+           AS job_seconds,
        coalesce(r.held, 0) AS jobs_held
 FROM job_workers w
 LEFT JOIN LATERAL (
@@ -117,7 +124,8 @@ ORDER BY alive DESC, w.id;
 -- name: ops_schedules_due
 -- Enabled schedules whose next run has come, with the total count.
 SELECT id, name, job_type, next_run_at,
-       extract(epoch FROM now() - next_run_at)::float8 AS overdue_seconds,
+       CASE WHEN isfinite(next_run_at) THEN extract(epoch FROM now() - next_run_at)::float8 END
+           AS overdue_seconds,
        count(*) OVER () AS total
 FROM job_schedules
 WHERE enabled AND next_run_at <= now()
@@ -131,7 +139,8 @@ SELECT job_type, paused_at, paused_by FROM job_pauses ORDER BY job_type;
 -- name: ops_stale_count
 -- Running jobs whose heartbeat is older than the stale threshold.
 SELECT count(*) AS n,
-       max(extract(epoch FROM now() - heartbeat_at))::float8 AS oldest_heartbeat_seconds
+       max(CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at) END)::float8
+           AS oldest_heartbeat_seconds
 FROM processing_jobs
 WHERE status = 'processing'
   AND heartbeat_at < now() - make_interval(secs => %(stale_after_seconds)s::float8);
@@ -153,17 +162,30 @@ LIMIT %(limit)s::int;
 
 -- name: ops_job_show
 -- Everything about one job, with its file and schedule and how many insights it produced.
-SELECT j.id, j.status, j.job_type, j.user_id, j.priority, j.business_description, j.metadata,
+-- metadata, result and errors come as JSON text with their size, the text only up to max_bytes: a
+-- 50 MB value another application wrote is measured on the server, never shipped to the terminal.
+SELECT j.id, j.status, j.job_type, j.user_id, j.priority, j.business_description,
+       CASE WHEN octet_length(t.metadata) <= %(max_bytes)s::int THEN t.metadata END AS metadata,
+       octet_length(t.metadata) AS metadata_bytes,
        j.attempts, j.retry_count, j.max_retries, j.timeout_seconds, j.dedup_key,
        j.created_at, j.scheduled_at, j.started_at, j.completed_at, j.updated_at,
-       j.locked_by, j.locked_at, j.heartbeat_at, j.cancel_requested,
-       j.error_message, j.errors, j.result, j.seq,
+       j.locked_by, j.locked_at, j.heartbeat_at, j.cancel_requested, j.error_message,
+       CASE WHEN octet_length(t.errors) <= %(max_bytes)s::int THEN t.errors END AS errors,
+       octet_length(t.errors) AS errors_bytes,
+       CASE WHEN octet_length(t.result) <= %(max_bytes)s::int THEN t.result END AS result,
+       octet_length(t.result) AS result_bytes,
+       j.seq,
        j.file_id, f.file_path, f.original_name, f.status AS file_status,
        j.schedule_id, s.name AS schedule_name,
        (SELECT count(*) FROM insights i WHERE i.job_id = j.id) AS insights,
-       extract(epoch FROM now() - j.heartbeat_at)::float8 AS heartbeat_age_seconds,
-       extract(epoch FROM coalesce(j.completed_at, now()) - j.started_at)::float8 AS run_seconds
+       CASE WHEN isfinite(j.heartbeat_at) THEN extract(epoch FROM now() - j.heartbeat_at)::float8 END
+           AS heartbeat_age_seconds,
+       CASE WHEN isfinite(j.started_at) AND isfinite(coalesce(j.completed_at, now()))
+            THEN extract(epoch FROM coalesce(j.completed_at, now()) - j.started_at)::float8 END AS run_seconds
 FROM processing_jobs j
+-- OFFSET 0 keeps the subquery from being folded into the select list: each value becomes text once
+CROSS JOIN LATERAL (SELECT j.metadata::text AS metadata, j.result::text AS result,
+                           j.errors::text AS errors OFFSET 0) t
 LEFT JOIN files f ON f.id = j.file_id
 LEFT JOIN job_schedules s ON s.id = j.schedule_id
 WHERE j.id = %(id)s::uuid;
@@ -171,7 +193,8 @@ WHERE j.id = %(id)s::uuid;
 -- name: ops_job_state
 -- A job's status and lease facts (to explain why an action did not apply).
 SELECT id, status, cancel_requested, locked_by, dedup_key,
-       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds
+       CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at)::float8 END
+           AS heartbeat_age_seconds
 FROM processing_jobs WHERE id = %(id)s::uuid;
 
 -- name: ops_job_cancel
@@ -240,8 +263,10 @@ SELECT id, was, old_retry_count, attempts, (SELECT count(*) FROM file_reset) AS 
 -- Running jobs an emergency reset would take: heartbeat stale (or any, when include_alive), optionally started before a cutoff.
 SELECT id, job_type, user_id, locked_by AS worker, started_at, heartbeat_at, retry_count, max_retries,
        cancel_requested,
-       extract(epoch FROM now() - started_at)::float8 AS running_seconds,
-       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age_seconds,
+       CASE WHEN isfinite(started_at) THEN extract(epoch FROM now() - started_at)::float8 END
+           AS running_seconds,
+       CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at)::float8 END
+           AS heartbeat_age_seconds,
        heartbeat_at >= now() - make_interval(secs => %(stale_after_seconds)s::float8) AS alive
 FROM processing_jobs
 WHERE status = 'processing'
@@ -421,7 +446,8 @@ SELECT (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND NOT pa
        (SELECT count(*) FROM processing_jobs
         WHERE status = 'pending' AND NOT parked AND scheduled_at > now()) AS pending_scheduled,
        (SELECT count(*) FROM processing_jobs WHERE status = 'processing') AS processing,
-       (SELECT extract(epoch FROM now() - min(scheduled_at))::float8
+       -- epochs subtracted as numbers: a row due since '-infinity' gives Infinity, not an error
+       (SELECT extract(epoch FROM now())::float8 - extract(epoch FROM min(scheduled_at))::float8
         FROM (SELECT min(scheduled_at) AS scheduled_at FROM processing_jobs
               WHERE status = 'pending' AND NOT parked AND scheduled_at <= now()
               UNION ALL

@@ -7,6 +7,7 @@ queued behind it completes. docs/reliability.md lists every case with its outcom
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,8 +18,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from jobcron import ops_jobs, store
 from jobcron.config import Config
 from jobcron.worker import Worker
+from tests.ops_cli import run
 
 Conn = psycopg.Connection[dict[str, Any]]
 JOBS = "INSERT INTO processing_jobs "
@@ -126,7 +129,7 @@ def insert(conn: Conn, sql: str, params: Any = None) -> str:
 def job(conn: Conn, job_id: str) -> dict[str, Any]:
     """The job's row without its metadata (which may be the hostile part) and times as text."""
     row = conn.execute(
-        "SELECT status, job_type, user_id, attempts, retry_count, error_message, errors, locked_by,"
+        "SELECT id::text AS id, status, job_type, user_id, attempts, retry_count, error_message, errors, locked_by,"
         " started_at::text AS started_at FROM processing_jobs WHERE id = %s",
         (job_id,),
     ).fetchone()
@@ -179,10 +182,45 @@ def test_huge_metadata_fails_at_once(conn: Conn, make_config: Any) -> None:
     failed_at_once(row, "metadata is 200012 bytes, over job_processing.max_metadata_bytes (65536)")
 
 
-def test_metadata_nested_past_the_parser_fails_the_job_not_the_worker(conn: Conn, make_config: Any) -> None:
+def test_huge_metadata_is_neither_fetched_nor_printed_by_jobs_show(
+    dsn: str, conn: Conn, make_config: Any
+) -> None:
+    big = '{"blob": "' + "x" * 2_000_000 + '", "token": "s3cret"}'  # a 50 MB row, scaled down
+    row = outcome(conn, make_config(), JOBS + "(job_type, metadata) VALUES ('noop', %s::jsonb)", (big,))
+    failed_at_once(row, "metadata is 2000031 bytes, over job_processing.max_metadata_bytes (65536)")
+    shown = run(dsn, "jobs", "show", row["id"])
+    assert shown.exit_code == 0, shown.output
+    assert len(shown.stdout) < 5_000, "the metadata was printed"
+    line = "metadata (not shown: 2,000,031 bytes, over the display cap of 1,048,576 bytes; --max-bytes raises it)"
+    assert line in shown.stdout.splitlines()
+    as_json = run(dsn, "jobs", "show", row["id"], "--json")
+    assert as_json.exit_code == 0 and len(as_json.stdout) < 5_000
+    data = json.loads(as_json.stdout)
+    assert data["metadata"] is None and data["omitted"]["metadata"]["bytes"] == 2_000_031
+    assert data["omitted"].keys() == {"metadata"} and data["errors"], "only the metadata is left out"
+    # asked for, it is shown, secrets still hidden
+    raised = run(dsn, "jobs", "show", row["id"], "--max-bytes", "3000000")
+    assert raised.exit_code == 0 and '"blob": "xxxx' in raised.stdout and '"token": "***"' in raised.stdout
+    # the operator query measures the value on the server and leaves it there
+    fetched = store.ops_job_show(conn, row["id"], ops_jobs.SHOW_MAX_BYTES)
+    assert fetched is not None and fetched["metadata"] is None and fetched["metadata_bytes"] == 2_000_031
+
+
+def test_metadata_nested_past_the_parser_fails_the_job_not_the_worker(
+    dsn: str, conn: Conn, make_config: Any
+) -> None:
     deep = '{"a": ' + "[" * 5000 + "]" * 5000 + "}"
     row = outcome(conn, make_config(), JOBS + "(job_type, metadata) VALUES ('noop', %s::jsonb)", (deep,))
     failed_at_once(row, "metadata is nested too deeply to be read")
+    # and the operator can still look at the job
+    shown = run(dsn, "jobs", "show", row["id"])
+    assert shown.exit_code == 0, shown.output
+    assert "metadata (not shown: nested deeper than 100 levels)" in shown.stdout
+    assert "metadata is nested too deeply to be read" in shown.stdout  # the error history is there
+    data = json.loads(run(dsn, "jobs", "show", row["id"], "--json").stdout)
+    assert data["metadata"] is None
+    assert data["omitted"] == {"metadata": {"bytes": 10007, "reason": "nested deeper than 100 levels"}}
+    assert data["status"] == "failed"
 
 
 def test_null_metadata_means_no_parameters(conn: Conn, make_config: Any) -> None:
@@ -211,7 +249,7 @@ def test_a_creation_time_python_cannot_hold(conn: Conn, make_config: Any) -> Non
 
 
 def test_scheduled_at_infinity_never_runs_and_does_not_upset_an_idle_worker(
-    conn: Conn, make_config: Any
+    dsn: str, conn: Conn, make_config: Any
 ) -> None:
     config = make_config(daemon={"interval_seconds": 7})
     never = insert(conn, JOBS + "(job_type, scheduled_at) VALUES ('noop', 'infinity')")
@@ -220,6 +258,61 @@ def test_scheduled_at_infinity_never_runs_and_does_not_upset_an_idle_worker(
     assert worker._idle_wait() == 7  # the poll interval: no error, no busy loop
     row = conn.execute("SELECT status, attempts FROM processing_jobs WHERE id = %s", (never,)).fetchone()
     assert row == {"status": "pending", "attempts": 0}
+    try:
+        listed = run(dsn, "jobs", "list")
+        assert listed.exit_code == 0, listed.output
+        assert never in listed.stdout
+        as_json = run(dsn, "jobs", "list", "--json")
+        assert as_json.exit_code == 0, as_json.output
+        assert {j["id"]: j["scheduled_at"] for j in json.loads(as_json.stdout)}[never] == "infinity"
+        shown = run(dsn, "jobs", "show", never)
+        assert shown.exit_code == 0, shown.output
+        assert "  scheduled_at         infinity\n" in shown.stdout
+    finally:
+        conn.execute("DELETE FROM processing_jobs WHERE id = %s", (never,))
+
+
+def test_infinite_times_in_every_column_the_operator_sees(dsn: str, conn: Conn) -> None:
+    rows = [
+        insert(conn, JOBS + "(job_type, created_at) VALUES ('noop', 'infinity')"),
+        insert(conn, JOBS + "(job_type, scheduled_at) VALUES ('noop', '-infinity')"),
+        insert(
+            conn,
+            JOBS + "(job_type, status, lease_token, locked_by, started_at, heartbeat_at, user_id)"
+            " VALUES ('noop', 'processing', gen_random_uuid(), 'w', 'infinity', '-infinity', 'inf-user')",
+        ),
+        insert(
+            conn,
+            JOBS
+            + "(job_type, status, started_at, completed_at) VALUES ('noop', 'failed', '-infinity', 'infinity')",
+        ),
+        insert(conn, JOBS + "(job_type, scheduled_at) VALUES ('noop', '10000-01-01')"),
+    ]
+    try:
+        listed = json.loads(run(dsn, "jobs", "list", "--json").stdout)
+        by_id = {j["id"]: j for j in listed}
+        assert by_id[rows[0]]["created_at"] == "infinity"
+        assert by_id[rows[1]]["scheduled_at"] == "-infinity"
+        assert by_id[rows[2]]["started_at"] == "infinity"
+        assert by_id[rows[3]]["completed_at"] == "infinity"
+        assert by_id[rows[4]]["scheduled_at"].startswith("10000-01-01")  # as PostgreSQL writes it
+        for job_id in rows:
+            for args in (("jobs", "show", job_id), ("jobs", "show", job_id, "--json")):
+                shown = run(dsn, *args)
+                assert shown.exit_code == 0, f"{args}: {shown.output}"
+        assert json.loads(run(dsn, "jobs", "show", rows[2], "--json").stdout)["run_seconds"] is None
+        for command in ("status", "workers", "health", "jobs list", "jobs reset-stale --dry-run"):
+            for extra in ((), ("--json",)):
+                result = run(dsn, *command.split(), *extra)
+                # health answers 0, 1 or 2 by what it finds; "cannot subtract infinite timestamps" was the bug
+                assert result.exit_code in ((0, 1, 2) if command == "health" else (0,)), result.output
+                assert "infinite" not in result.output, result.output
+        status = json.loads(run(dsn, "status", "--json").stdout)
+        assert status["oldest_pending"]["due_at"] == "-infinity"
+        assert status["oldest_pending"]["age_seconds"] is not None  # it has waited since it was created
+        assert [r["duration_seconds"] for r in status["running"] if r["id"] == rows[2]] == [None]
+    finally:
+        conn.execute("DELETE FROM processing_jobs WHERE id = ANY(%s::uuid[])", (rows,))
 
 
 def test_negative_priority_is_valid_and_runs_last(conn: Conn, make_config: Any) -> None:
