@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -67,11 +68,12 @@ def connect(
     """
     dsn = dsn_of(config)
     prepared = config.database.prepared_statements
-    extra: dict[str, Any] = (
-        {"options": "-c plan_cache_mode=force_generic_plan -c enable_bitmapscan=off"}
-        if generic_plans and prepared
-        else {}
-    )
+    settings: list[str] = []
+    if generic_plans and prepared:
+        settings += ["-c plan_cache_mode=force_generic_plan", "-c enable_bitmapscan=off"]
+    extra: dict[str, Any] = {}
+    if settings:
+        extra["options"] = merged_options(dsn, settings)
     try:
         conn = psycopg.connect(
             dsn,
@@ -88,6 +90,21 @@ def connect(
     elif not prepared:
         conn.prepare_threshold = None  # a transaction-mode pooler would lose them between transactions
     return conn
+
+
+def merged_options(dsn: str, settings: list[str]) -> str:
+    """The daemon's session settings plus the URL's own `options` (or PGOPTIONS), which come last and win.
+
+    Passing `options` to libpq replaces the URL's: a search_path given there would be lost, and the
+    daemon would look for its tables in another schema than `migrate` and `status` use.
+    """
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
+    except psycopg.ProgrammingError:
+        given = None  # not parsable here: libpq will say what is wrong with it when connecting
+    if given is None:
+        given = os.environ.get("PGOPTIONS")  # what libpq would have used had no options been passed
+    return " ".join([*settings, *([str(given)] if given else [])])
 
 
 def connect_dsn(dsn: str, *, autocommit: bool = True) -> Connection:
