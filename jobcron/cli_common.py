@@ -14,7 +14,7 @@ import psycopg
 
 from jobcron import migrate
 from jobcron.config import Config, load_config
-from jobcron.db import DB_UNAVAILABLE, Connection, connect, scrub
+from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, connect, scrub
 from jobcron.errors import ConfigError, JobCronError, SchemaOutOfDate
 
 EXIT_OK = 0
@@ -71,6 +71,9 @@ def handled(config: Config | None = None) -> Iterator[None]:
         if behind is not None:
             fail(str(behind), EXIT_SCHEMA)
         fail(f"database error: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
+    except DatabaseRefused as exc:
+        # a wrong password, database name or startup option: a restart cannot fix it, an edit can
+        fail(scrub(str(exc), dsn), EXIT_CONFIG)
     except DB_UNAVAILABLE as exc:
         fail(f"database unavailable: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
     except psycopg.Error as exc:
