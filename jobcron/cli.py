@@ -105,7 +105,12 @@ def config_check(state: CliState) -> None:
     """Validate config.json and the environment; exit 2 naming the bad key."""
     if state.explicit_config and state.config_path and not Path(state.config_path).is_file():
         fail(f"config file not found: {state.config_path}", EXIT_CONFIG)
-    load_or_exit(state)
+    from jobcron.workflows import Registry
+
+    config = load_or_exit(state)
+    # a workflow that cannot be imported would stop `run` at start: say so now, naming the key
+    with handled(config):
+        Registry(config.workflows, use_entry_points=False)
     click.echo(f"config ok ({state.config_path or 'built-in defaults'})")
 
 
@@ -142,20 +147,22 @@ def run_cmd(
     if no_listen:
         daemon_flags["listen"] = False
     config = load_or_exit(state, daemon=daemon_flags)
-    worker = Worker(
-        config,
-        worker_id=worker_id,
-        max_jobs=max_jobs,
-        once=once,
-        reload_config=lambda: state.load(daemon=daemon_flags),
-        notifier=Notifier(),
-    )
-    if metrics_port is not None:
-        from jobcron.cli_ops import start_metrics
-
-        start_metrics(worker, metrics_port, metrics_addr)
-    signals.install(worker)
+    # from here on every error is one line and a documented exit code: building the worker imports
+    # the configured workflows, and a traceback there would be a crash loop under Restart=on-failure
     with handled(config):
+        worker = Worker(
+            config,
+            worker_id=worker_id,
+            max_jobs=max_jobs,
+            once=once,
+            reload_config=lambda: state.load(daemon=daemon_flags),
+            notifier=Notifier(),
+        )
+        if metrics_port is not None:
+            from jobcron.cli_ops import start_metrics
+
+            start_metrics(worker, metrics_port, metrics_addr)
+        signals.install(worker)
         sys.exit(worker.run())
 
 

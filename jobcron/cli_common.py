@@ -12,8 +12,9 @@ from typing import Any, NoReturn
 import click
 import psycopg
 
+from jobcron import migrate
 from jobcron.config import Config, load_config
-from jobcron.db import DB_UNAVAILABLE, Connection, connect, scrub
+from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, connect, scrub
 from jobcron.errors import ConfigError, JobCronError, SchemaOutOfDate
 from jobcron.terminal import printable
 
@@ -21,6 +22,14 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_SCHEMA = 3
+
+# What a query raises when the tables, columns or functions it names are not there: on jobcron's
+# own queries, most often a database that was never migrated (or is behind this version)
+MISSING_OBJECT = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.UndefinedFunction,
+)
 
 
 @dataclass
@@ -58,6 +67,14 @@ def handled(config: Config | None = None) -> Iterator[None]:
         fail(str(exc), EXIT_SCHEMA)
     except JobCronError as exc:
         fail(scrub(str(exc), dsn), EXIT_ERROR)
+    except MISSING_OBJECT as exc:
+        behind = schema_behind(config)
+        if behind is not None:
+            fail(str(behind), EXIT_SCHEMA)
+        fail(f"database error: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
+    except DatabaseRefused as exc:
+        # a wrong password, database name or startup option: a restart cannot fix it, an edit can
+        fail(scrub(str(exc), dsn), EXIT_CONFIG)
     except DB_UNAVAILABLE as exc:
         fail(f"database unavailable: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
     except psycopg.Error as exc:
@@ -65,6 +82,24 @@ def handled(config: Config | None = None) -> Iterator[None]:
     except UnicodeEncodeError as exc:
         # an argument with a byte that was not UTF-8 (argv keeps it as a lone surrogate): not storable
         fail(f"an argument is not valid UTF-8 text ({exc.object[exc.start : exc.end]!r})", EXIT_CONFIG)
+
+
+def schema_behind(config: Config | None) -> SchemaOutOfDate | None:
+    """Why jobcron's schema cannot serve its queries (never migrated, or behind), if that is the case.
+
+    Asked only once a query has failed on a missing table, column or function, so that the commands
+    that work pay nothing for it, and every command answers as `run` does: exit 3, run migrate.
+    """
+    if config is None or not config.database.url:
+        return None
+    try:
+        with connect(config, purpose="cli") as conn:
+            migrate.check(conn)
+    except SchemaOutOfDate as exc:
+        return exc
+    except (psycopg.Error, JobCronError):
+        return None  # the schema cannot be read either: the query's own error says more
+    return None
 
 
 def load_or_exit(state: CliState, **more: dict[str, Any]) -> Config:

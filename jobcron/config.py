@@ -98,6 +98,9 @@ class DaemonSettings:
     # null: after downtime a schedule always runs once for its latest missed occurrence; N: only if
     # that occurrence is at most N seconds late (older ones are skipped)
     schedule_catch_up_seconds: float | None = _opt(None, lo=0, hi=366 * 86400)
+    # `run --once` (a cron job, a CI step) gives up on an unreachable database after this long, with
+    # exit 1; a plain `run` waits as long as it takes (under systemd, TimeoutStartSec bounds the start)
+    once_db_wait_seconds: float = _opt(60, lo=0, hi=86400)
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,7 @@ class JobNotFound(JobCronError):
 
 class WorkerIdTaken(JobCronError):
     """Another live daemon runs under the same worker id."""
+
+
+class DatabaseUnavailable(JobCronError):
+    """The database stayed unreachable for longer than the command may wait (`run --once`)."""

@@ -15,8 +15,8 @@ import structlog
 
 from jobcron import migrate, store
 from jobcron.config import Config, config_as_dict
-from jobcron.db import DB_UNAVAILABLE, Connection, connect, retrying
-from jobcron.errors import PermanentError, WorkerIdTaken
+from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, Outage, connect, retrying, scrub
+from jobcron.errors import DatabaseUnavailable, PermanentError, WorkerIdTaken
 from jobcron.housekeeper import Housekeeper, Running
 from jobcron.isolation import ChildRunner, Supervision
 from jobcron.models import ClaimedJob, JobStatus, Outcome
@@ -34,6 +34,8 @@ EXIT_CLEAN = 0
 RECHECK_AFTER_BUSY_SECONDS = 0.05
 # a claim that only parked blocked jobs is tried again at once, this many times per cycle
 CLAIM_TRIES = 20
+# after SIGTERM, how long past the grace period a database call still waits for the server
+STOP_DB_WAIT_SECONDS = 5.0
 
 _OUTCOME_EVENTS = {
     JobStatus.COMPLETED: "job_completed",
@@ -80,7 +82,8 @@ class Worker:
         # jobs this worker holds and will record (running, being recorded, claimed next): a reconnect
         # must never put these back; any other row locked by this worker is a claim whose answer was lost
         self._held: set[str] = set()
-        self._db_down = False
+        self._outage: Outage | None = None  # set while the main connection cannot reach the server
+        self._gave_up = False  # --once stopped waiting for the database: the rest may not wait either
         self.housekeeper = Housekeeper(
             config, self.worker_id, self.log, self.notifier, on_grace_expired=self._grace_expired
         )
@@ -125,37 +128,50 @@ class Worker:
 
     def _db(self, fn: Callable[[Connection], T], *, must_finish: bool = False) -> T:
         """Run fn on the main connection, reconnecting with backoff while the server is unavailable."""
-        if not self._db_down and self._conn is not None and not self._conn.closed:
+        if self._outage is None and self._conn is not None and not self._conn.closed:
             try:
                 return fn(self._conn)  # the hot path: no retry machinery unless something failed
             except DB_UNAVAILABLE as exc:
-                self.log.warning("db_unavailable", error=str(exc).strip()[:200])
-                self.notifier.status("db unavailable")
-                self._db_down = True
-                self._drop_conn()
+                self._db_failed(exc)
         stop = self.hard_stop if must_finish else self.stop_event
-
-        def on_retry(state: Any) -> None:
-            self.housekeeper.loop_tick = time.monotonic()  # retrying the database is not a hung loop
-            if not self._db_down:
-                exc = state.outcome.exception() if state.outcome else None
-                self.log.warning("db_unavailable", error=str(exc).strip()[:200])
-                self.notifier.status("db unavailable")
-            self._db_down = True
-            self._drop_conn()
-
-        for attempt in retrying(stop, on_retry=on_retry):
+        for attempt in retrying(stop, on_retry=self._on_db_retry, deadline=self._db_deadline):
             with attempt:
                 conn = self._connection()
-                if self._db_down:
-                    self._db_down = False
-                    self.log.info("db_reconnected")
+                if self._outage is not None:
+                    self._db_back()
                     if self.metrics is not None:
                         self.metrics.db_reconnected("worker")
                     self.notifier.status("idle")
                     self._after_reconnect(conn)
                 return fn(conn)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _on_db_retry(self, state: Any) -> None:
+        self.housekeeper.loop_tick = time.monotonic()  # retrying the database is not a hung loop
+        self._db_failed(state.outcome.exception() if state.outcome else None)
+
+    def _db_failed(self, exc: BaseException | None) -> None:
+        if self._outage is None:
+            self._outage = Outage()
+            self.notifier.status("db unavailable")
+        self._outage.failed(self.log, exc)
+        self._drop_conn()
+
+    def _db_back(self) -> None:
+        assert self._outage is not None
+        self.log.info("db_reconnected", down_seconds=round(self._outage.seconds, 1))
+        self._outage = None
+
+    def _db_deadline(self) -> float | None:
+        """When a database call stops waiting for the server: never, unless --once or a stop sets a limit."""
+        if self._gave_up:
+            return 0.0
+        limits = []
+        if self.once and self._outage is not None:
+            limits.append(self._outage.since + self.config.daemon.once_db_wait_seconds)
+        if self.housekeeper.grace_deadline is not None:
+            limits.append(self.housekeeper.grace_deadline + STOP_DB_WAIT_SECONDS)
+        return min(limits, default=None)
 
     def _after_reconnect(self, conn: Connection) -> None:
         """Take the worker id again, and put back claims whose commit was never seen."""
@@ -408,9 +424,32 @@ class Worker:
 
     # --- the loop ----------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Connect, check the schema, announce the worker and start the helper threads."""
-        conn = self._db(lambda c: c)
+    def start(self) -> bool:
+        """Connect, check the schema, announce the worker and start the helper threads.
+
+        While the server cannot be reached this waits (warning now and then), up to
+        daemon.once_db_wait_seconds under --once; a refusal no retry can change (credentials, database
+        name, startup options) raises DatabaseRefused at once. False: stopped before the server answered.
+        """
+        try:
+            for attempt in retrying(
+                self.stop_event, on_retry=self._on_db_retry, deadline=self._db_deadline, refusals=False
+            ):
+                with attempt:
+                    self._announce(self._connection())
+        except DatabaseRefused:
+            raise
+        except DB_UNAVAILABLE:
+            if self.stopping:
+                return False
+            raise
+        if self._outage is not None:
+            self._db_back()
+        self._start_threads()
+        return True
+
+    def _announce(self, conn: Connection) -> None:
+        """The start's database steps; each may run again on a new connection after a failure."""
         migrate.check(conn)
         # two live daemons under one id would rescue and release each other's jobs: refuse to start
         # (behind a transaction-mode pooler a session lock cannot be held: documented instead)
@@ -431,6 +470,8 @@ class Worker:
             if store.pause_all_if_absent(conn, self.worker_id, alive_within):
                 self.log.warning("worker_started_paused", hint="run `job_cron resume` to start processing")
         self.housekeeper.paused = tuple(store.paused_types(conn))
+
+    def _start_threads(self) -> None:
         self.housekeeper.state = "idle"
         self.housekeeper.start()
         if self.config.daemon.listen:
@@ -456,8 +497,23 @@ class Worker:
         self.wake.set()
 
     def run(self) -> int:
-        """Loop until stopped (or until --max-jobs / --once say so); returns the exit code."""
-        self.start()
+        """Loop until stopped (or until --max-jobs / --once say so); returns the exit code.
+
+        A stop is clean (0) in every state: waiting for the database at start, or during an outage.
+        """
+        try:
+            started = self.start()
+        except DatabaseRefused:
+            raise
+        except DB_UNAVAILABLE as exc:
+            if self.once:  # it gave up waiting
+                raise self._gave_up_waiting(exc) from None
+            raise
+        if not started:
+            self._drop_conn()
+            self.notifier.stopping()
+            self.log.info("worker_stopped", jobs_done=0, exit_code=EXIT_CLEAN, waiting_for_db=True)
+            return EXIT_CLEAN
         busy = False
         try:
             while not self.stopping:
@@ -475,9 +531,25 @@ class Worker:
                 self.housekeeper.loop_tick = time.monotonic()
                 self.wake.wait(self._idle_wait(just_busy=busy))
                 busy = False
+        except DB_UNAVAILABLE as exc:
+            if not self.stopping:
+                self._gave_up = True  # shutdown tries once more, and does not wait again
+                if self.once:
+                    raise self._gave_up_waiting(exc) from None
+                raise
+            # stopped during an outage: what could not be written is left to the rescue (a job this
+            # daemon held is put back by the next daemon under its id at once, or when its heartbeat ages)
+            self.log.warning("stopped_during_db_outage", error=str(exc).strip()[:200])
         finally:
             self.shutdown()
         return EXIT_CLEAN
+
+    def _gave_up_waiting(self, exc: BaseException) -> DatabaseUnavailable:
+        waited = self.config.daemon.once_db_wait_seconds
+        return DatabaseUnavailable(
+            f"database unavailable, gave up after {waited:g}s (run --once waits daemon.once_db_wait_seconds): "
+            + scrub(" ".join(str(exc).split()), self.config.database.url)
+        )
 
     def _idle_wait(self, *, just_busy: bool = False) -> float:
         """The poll interval, shortened to when the next retry or delayed job becomes due.

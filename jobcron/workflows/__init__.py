@@ -31,6 +31,10 @@ def load_target(name: str, target: str) -> Workflow:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"workflows.{name}: cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module is there but fails to run: a syntax error, a missing setting
+        raise ConfigError(
+            f"workflows.{name}: importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(f"workflows.{name}: {target!r} is not a callable")

@@ -118,3 +118,31 @@ def test_environment_overrides_file_and_flags_override_environment(tmp_path: Pat
     assert data["scheduler_settings"]["max_retries"] == 7
     assert data["logging"]["level"] == "error"
     assert "s3cret" not in shown.stdout and "***" in data["database"]["url"]
+
+
+@pytest.mark.parametrize(
+    ("module_text", "named"),
+    [
+        (None, "No module named 'jobcron_missing_workflow'"),
+        ("def broken(:\n", "SyntaxError"),
+        ("raise RuntimeError('needs REPORTS_DIR')\n", "RuntimeError: needs REPORTS_DIR"),
+    ],
+    ids=["missing", "syntax_error", "raises_at_import"],
+)
+def test_a_workflow_that_cannot_be_imported_exits_2_naming_it(
+    tmp_path: Path, module_text: str | None, named: str
+) -> None:
+    if module_text is not None:
+        (tmp_path / "jobcron_missing_workflow.py").write_text(module_text)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"workflows": {"report": "jobcron_missing_workflow:run"}}))
+    env = {"PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    checked = job_cron("--config", str(path), "config", "check", env=env)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "workflows.report" in checked.stderr and named in checked.stderr
+    assert "config ok" not in checked.stdout
+    # no database is needed to find out: the daemon stops before it connects
+    ran = job_cron("--config", str(path), "run", "--once", env=env)
+    assert ran.returncode == 2, ran.stderr
+    assert "workflows.report" in ran.stderr and named in ran.stderr
+    assert "Traceback" not in ran.stderr
