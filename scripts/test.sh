@@ -28,6 +28,15 @@ if ! command -v shellcheck >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-ge
         >/dev/null 2>&1 || echo "test.sh: could not install shellcheck; its test will be skipped"
 fi
 
+# the live-systemd test (tests/acceptance/test_systemd_live.py) boots the units under a private systemd
+# (Debian's package; nothing starts on the host itself); without it, or without namespaces, it is skipped
+if [ ! -x /lib/systemd/systemd ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
+    unshare --mount --pid --fork true 2>/dev/null; then
+    echo "test.sh: installing systemd"
+    { apt-get install -y -qq systemd || { apt-get update -qq && apt-get install -y -qq systemd; }; } \
+        >/dev/null 2>&1 || echo "test.sh: could not install systemd; the live-systemd test will be skipped"
+fi
+
 echo "test.sh: ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check --quiet . || { echo "test.sh: run '$VENV/bin/ruff format .'"; exit 1; }

@@ -141,12 +141,40 @@ def test_stop_timeout_exceeds_the_shutdown_grace() -> None:
         assert stop >= grace + 10, f"{unit}: TimeoutStopSec={stop} leaves no margin over grace {grace}"
 
 
+def worker_id(unit: Path) -> str | None:
+    """The worker id the unit gives the daemon, unexpanded: --worker-id beats JOB_CRON_WORKER_ID."""
+    argv = one(unit, "Service.ExecStart").split()
+    if "--worker-id" in argv:
+        return argv[argv.index("--worker-id") + 1]
+    env = dict(v.partition("=")[::2] for v in directives(unit).get("Service.Environment", []))
+    return env.get("JOB_CRON_WORKER_ID")
+
+
+@pytest.mark.parametrize("unit", ["job_cron.service", "job_cron@.service"])
+def test_each_unit_gives_its_daemon_a_worker_id_that_survives_a_restart(unit: str) -> None:
+    # a restart under the same id rescues the previous run's job at once (Worker.start); without one the
+    # daemon picks host-pid-random and the job waits stale_after_seconds
+    wid = worker_id(UNITS / unit)
+    assert wid is not None, f"{unit} sets no worker id"
+    # made of the host and the unit's own name only: no specifier that changes from one run to the next
+    assert re.fullmatch(r"%H-%[Ni]", wid), wid
+
+
 def test_template_differs_only_in_the_worker_identity() -> None:
     single = directives(UNITS / "job_cron.service")
     template = directives(UNITS / "job_cron@.service")
     assert template["Service.ExecStart"] == [f"{EXEC} run --worker-id %H-%i"]
+    # the single unit passes its id through the environment, so the env file can override it; an
+    # instance's id is on the command line, so the env file all instances share cannot give them one id
+    assert single["Service.ExecStart"] == [f"{EXEC} run"]
+    assert single["Service.Environment"] == [*template["Service.Environment"], "JOB_CRON_WORKER_ID=%H-%N"]
     assert "%i" in template["Unit.Description"][0]
-    expected_differences = {"Unit.Description", "Service.ExecStart", "Service.SyslogIdentifier"}
+    expected_differences = {
+        "Unit.Description",
+        "Service.Environment",
+        "Service.ExecStart",
+        "Service.SyslogIdentifier",
+    }
     differing = {k for k in single.keys() | template.keys() if single.get(k) != template.get(k)}
     assert differing == expected_differences
 
