@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 EXIT_CLEAN = 0
 RECHECK_AFTER_BUSY_SECONDS = 0.05
-# a claim that only parked blocked jobs is tried again at once, this many times per cycle
-CLAIM_TRIES = 20
+# a claim that lost the race for a user's slot is tried again at once, this many times
+SLOT_RACE_TRIES = 3
 # after SIGTERM, how long past the grace period a database call still waits for the server
 STOP_DB_WAIT_SECONDS = 5.0
 
@@ -212,18 +212,24 @@ class Worker:
         return self.max_jobs is None or self.jobs_done < self.max_jobs
 
     def claim(self) -> ClaimedJob | None:
-        """Claim one job: again at once when the claim parked blocked jobs (the next look goes further),
-        or lost a slot race with another daemon."""
+        """Claim one job; look again at once while a look only parked blocked jobs (the next one goes
+        further), or lost a slot race with another daemon."""
 
         def attempt(conn: Connection) -> ClaimedJob | None:
             params = self._claim_params()
-            for _ in range(CLAIM_TRIES):
+            races = 0
+            while not self.stopping:
                 try:
                     claimed = store.claim(conn, params)
                 except psycopg.errors.UniqueViolation:
-                    continue  # another daemon took the same user slot at the same instant
+                    races += 1  # another daemon took the same user slot at the same instant
+                    if races < SLOT_RACE_TRIES:
+                        continue
+                    return None
                 if claimed.job is not None or not claimed.parked:
                     return claimed.job
+                # every look parks at least one job, so this ends; the loop is working, not stuck
+                self.housekeeper.loop_tick = time.monotonic()
             return None
 
         job = self._db(attempt)

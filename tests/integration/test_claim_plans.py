@@ -24,10 +24,17 @@ Conn = psycopg.Connection[dict[str, Any]]
 BURST = (
     "INSERT INTO processing_jobs (job_type, user_id) SELECT 'noop', 'u' || g FROM generate_series(1, 10000) g"
 )
+RUNNING = (
+    "INSERT INTO processing_jobs (job_type, user_id, status, attempts, started_at, heartbeat_at, locked_by,"
+    " lease_token, user_slot) SELECT 'noop', 'busy' || g, 'processing', 1, now(), now(), 'w', gen_random_uuid(), 1"
+    " FROM generate_series(1, 1000) g"
+)
 STATES = {
     "empty, never analysed": [],
     "empty, analysed": ["ANALYZE processing_jobs"],
     "full, analysed": [BURST, "ANALYZE processing_jobs"],
+    "1,000 running jobs, never analysed": [RUNNING],
+    "1,000 running jobs, analysed": [RUNNING, "ANALYZE processing_jobs"],
     "finished rows only, analysed": [
         "INSERT INTO processing_jobs (job_type, status, attempts, started_at, completed_at, locked_by) "
         "SELECT 'noop', 'completed', 1, now(), now(), 'w' FROM generate_series(1, 50000)",

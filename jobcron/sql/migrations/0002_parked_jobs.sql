@@ -120,3 +120,11 @@ CREATE TRIGGER processing_jobs_cancel_instead_of_pending
     FOR EACH ROW
     WHEN (NEW.status = 'pending' AND NEW.cancel_requested)
     EXECUTE FUNCTION jobcron_cancel_instead_of_pending();
+
+-- Running jobs per user are counted through processing_jobs_running_user_idx. The rescue's index of
+-- heartbeats covered the same rows with the same predicate, so that a plan made while the table's
+-- statistics said "empty" could count a user's running jobs by reading every heartbeat: its predicate
+-- now names its own column, which a count by user does not imply.
+DROP INDEX processing_jobs_heartbeat_idx;
+CREATE INDEX processing_jobs_heartbeat_idx
+    ON processing_jobs (heartbeat_at) WHERE status = 'processing' AND heartbeat_at IS NOT NULL;
