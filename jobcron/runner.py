@@ -24,7 +24,7 @@ from tenacity import (
 from jobcron.config import Config
 from jobcron.errors import InvalidJob, JobCancelled, PermanentError, TransientError
 from jobcron.models import ClaimedJob, JobStatus, Outcome
-from jobcron.workflows.base import Insight, Workflow, WorkflowContext, WorkflowResult
+from jobcron.workflows.base import Insight, Workflow, WorkflowContext, WorkflowResult, WorkflowSettings
 
 # Errors worth retrying inside the same attempt (a blip); anything else goes to a durable retry.
 IN_PROCESS_RETRYABLE = (TransientError, ConnectionError, TimeoutError)
@@ -57,6 +57,16 @@ class RunPolicy:
             durable_backoff_seconds=r.durable_backoff_seconds,
             durable_backoff_max_seconds=r.durable_backoff_max_seconds,
         )
+
+
+def workflow_settings(config: Config) -> WorkflowSettings:
+    """The settings from config that workflows may read."""
+    p = config.job_processing
+    return WorkflowSettings(
+        file_root=p.file_root,
+        analysis_max_rows=p.analysis_max_rows,
+        analysis_max_bytes=p.analysis_max_bytes,
+    )
 
 
 def durable_delay(policy: RunPolicy, retry_count: int) -> float:

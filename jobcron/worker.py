@@ -20,11 +20,19 @@ from jobcron.errors import DatabaseUnavailable, PermanentError, WorkerIdTaken
 from jobcron.housekeeper import Housekeeper, Running
 from jobcron.isolation import ChildRunner, Supervision
 from jobcron.models import ClaimedJob, JobStatus, Outcome
-from jobcron.runner import RunPolicy, check_job, error_record, failed_outcome, interrupted_outcome, run_inline
+from jobcron.runner import (
+    RunPolicy,
+    check_job,
+    error_record,
+    failed_outcome,
+    interrupted_outcome,
+    run_inline,
+    workflow_settings,
+)
 from jobcron.sdnotify import Notifier
 from jobcron.wakeup import Listener
 from jobcron.workflows import Registry
-from jobcron.workflows.base import FileInfo, WorkflowContext, WorkflowSettings
+from jobcron.workflows.base import FileInfo, WorkflowContext
 
 if TYPE_CHECKING:
     from jobcron.metrics import Metrics
@@ -71,7 +79,7 @@ class Worker:
         self.log = structlog.get_logger().bind(worker_id=self.worker_id)
         self.registry = Registry(config.workflows)
         self.policy = RunPolicy.from_config(config)
-        self.settings = _workflow_settings(config)
+        self.settings = workflow_settings(config)
         self.wake = threading.Event()
         self.stop_event = threading.Event()  # first signal: stop claiming, let the job finish
         self.hard_stop = threading.Event()  # second signal or grace over: stop waiting
@@ -297,6 +305,12 @@ class Worker:
             self.housekeeper.clear_running()
         return outcome, running
 
+    def _warm_up_job_process(self) -> None:
+        """Start the job process now, not at the first job: it imports while the daemon idles."""
+        p = self.config.job_processing
+        if p.execution_mode == "process" or "process" in p.execution_mode_by_type.values():
+            self._children().start()
+
     def _children(self) -> ChildRunner:
         if self.children is None:
             self.children = ChildRunner(self.config, self.policy, self.log)
@@ -479,6 +493,7 @@ class Worker:
 
     def _start_threads(self) -> None:
         self.housekeeper.state = "idle"
+        self._warm_up_job_process()
         self.housekeeper.start()
         if self.config.daemon.listen:
             self.listener = Listener(
@@ -587,13 +602,14 @@ class Worker:
         self.config = new
         self.housekeeper.config = new
         self.policy = RunPolicy.from_config(new)
-        self.settings = _workflow_settings(new)
+        self.settings = workflow_settings(new)
         if self.children is not None:
-            self.children.close()  # the next job starts a child with the new settings
+            self.children.close()  # a job process with the new settings
             self.children = None
         from jobcron import logs
 
         logs.configure(new.logging.level, new.logging.format)
+        self._warm_up_job_process()
         self.log.info("config_reloaded", config=_loggable_config(new))
         self.notifier.send("READY=1\nSTATUS=idle")
 
@@ -615,15 +631,6 @@ class Worker:
     def _release_and_unregister(self, conn: Connection) -> None:
         self._release_prefetched(conn)
         store.worker_unregister(conn, self.worker_id)
-
-
-def _workflow_settings(config: Config) -> WorkflowSettings:
-    p = config.job_processing
-    return WorkflowSettings(
-        file_root=p.file_root,
-        analysis_max_rows=p.analysis_max_rows,
-        analysis_max_bytes=p.analysis_max_bytes,
-    )
 
 
 def _loggable_config(config: Config) -> dict[str, Any]:

@@ -179,3 +179,80 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
         return "gone"
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_the_job_process_is_warm_before_the_first_job_and_nothing_outlives_the_daemon(
+    conn: Conn, dsn: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.json", job_processing={"execution_mode": "process"})
+    daemon = Daemon(dsn, config, "--interval", "5")
+    try:
+        daemon.wait_event("worker_started", timeout=30)
+        # started with the daemon, not at the first job; and the only child (no resource tracker,
+        # which systemd had to SIGKILL at every stop)
+        children = _children(daemon.proc.pid)
+        assert len(children) == 1 and "child_main" in _cmdline(children[0]), [_cmdline(c) for c in children]
+        job_id = insert_job(conn, job_type="noop")
+        daemon.wait_event("job_completed", job_id=job_id, timeout=10)
+        assert _children(daemon.proc.pid) == children  # the same warm process ran it
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit() == 0
+        assert not [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in _state(c)]
+    finally:
+        daemon.stop()
+
+
+def test_a_frozen_daemons_job_process_ends_before_its_job_can_be_rescued(
+    conn: Conn, dsn: str, tmp_path: Path
+) -> None:
+    # SIGSTOP (or a paused VM): the daemon's lease runs out and another daemon may run the job again;
+    # the first run must be over by then, or the job runs twice at once
+    stale = 4.0
+    config = write_config(
+        tmp_path / "config.json",
+        job_processing={"execution_mode": "process"},
+        daemon={"stale_after_seconds": stale, "heartbeat_interval_seconds": 0.5},
+    )
+    daemon = Daemon(dsn, config, "--interval", "5")
+    try:
+        job_id = insert_job(conn, job_type="sleep", metadata={"seconds": 60})
+        daemon.wait_event("job_claimed", job_id=job_id, timeout=30)
+        deadline = time.monotonic() + 10
+        while not (children := _children(daemon.proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = children[-1]
+        time.sleep(0.5)  # the job is running in it
+        daemon.signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        while Path(f"/proc/{child}").exists() and "Z" not in _state(child) and time.monotonic() - frozen < 30:
+            time.sleep(0.05)
+        ended = time.monotonic() - frozen
+        # ended by itself, before the lease could be judged lost (heartbeat older than stale_after)
+        assert ended < stale - 0.5, f"the job process ran {ended:.1f}s into the freeze"
+        daemon.signal(signal.SIGCONT)
+        row = daemon.wait_event("job_retry_scheduled", job_id=job_id, timeout=20)
+        assert "exit code 70" in row["error"]
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit() == 0
+    finally:
+        daemon.stop()
+
+
+def test_a_cancel_that_comes_before_its_job_reaches_the_job_process_is_kept(conn: Conn, make_config: Any) -> None:
+    # the cancel and the job travel on two pipes, read by two threads of the job process
+    config: Config = make_config(job_processing={"execution_mode": "process"}, daemon={"cancel_grace_seconds": 60})
+    worker = Worker(config)
+    try:
+        for _ in range(5):
+            job_id = insert_job(conn, job_type="sleep", metadata={"seconds": 60})
+            worker.on_job_start = lambda claimed: worker.housekeeper.cancel_requested(claimed.id)
+            t0 = time.monotonic()
+            assert worker.run_once()
+            assert time.monotonic() - t0 < 10  # honoured by the workflow, not ended by the grace
+            assert job(conn, job_id)["status"] == "cancelled"
+    finally:
+        worker.children and worker.children.close()
