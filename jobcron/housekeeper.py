@@ -318,7 +318,9 @@ class Housekeeper(threading.Thread):
     def _worker_heartbeat(self, conn: Connection) -> None:
         running = self.running()
         current = running.job.id if running else None
-        if store.worker_heartbeat(conn, self.worker_id, self.state, current) == 0:
+        # the row is gone: an operator removed it, or this daemon is stopping and unregistered itself
+        # (then it must stay gone)
+        if store.worker_heartbeat(conn, self.worker_id, self.state, current) == 0 and not self.halt.is_set():
             store.worker_register(conn, self.worker_id, *_host_pid(), self.state, _version())
 
     def _retention(self, conn: Connection) -> None:

@@ -690,14 +690,23 @@ class Worker:
         if self.listener is not None:
             self.listener.halt.set()
         self.housekeeper.halt.set()
+        self.housekeeper.poke.set()
         if self.children is not None:
             self.children.close()
+        if self.housekeeper.is_alive():
+            # its statement in flight ends within the lock timeout (past the stop deadline the watchdog
+            # cancels it); a halted housekeeper never registers the worker row again
+            d = self.config.database
+            self.housekeeper.join(d.connect_timeout_seconds + d.lock_timeout_seconds + 1)
         try:
             self._db(self._release_and_unregister, must_finish=True)
         except psycopg.Error as exc:
             self.log.error("unregister_failed", error=str(exc).strip()[:200])
         self._drop_conn()
         self.watchdog.halt.set()
+        self.watchdog.poke.set()
+        if self.watchdog.is_alive():
+            self.watchdog.join(1.0)
         self.log.info("worker_stopped", jobs_done=self.jobs_done, exit_code=EXIT_CLEAN)
 
     def _release_and_unregister(self, conn: Connection) -> None:

@@ -451,3 +451,14 @@ def test_a_paused_head_job_does_not_hold_back_the_users_other_jobs(conn: Conn) -
             "UPDATE processing_jobs SET status = 'pending', lease_token = NULL, user_slot = NULL, heartbeat_at = NULL WHERE id = %s",
             (wanted,),
         )
+
+
+def test_a_stopped_worker_leaves_no_housekeeper_to_register_it_again(conn: Conn, config: Config) -> None:
+    # the housekeeper's worker heartbeat re-inserts a missing job_workers row: one still running after
+    # the shutdown unregistered the worker brought a stopped daemon back to life in `job_cron workers`
+    insert_job(conn, job_type="noop")
+    worker = Worker(config, once=True)
+    assert worker.run() == 0
+    assert not worker.housekeeper.is_alive() and not worker.watchdog.is_alive()
+    worker.housekeeper._worker_heartbeat(conn)  # a heartbeat that was already under way
+    assert conn.execute("SELECT count(*) AS n FROM job_workers").fetchone() == {"n": 0}
