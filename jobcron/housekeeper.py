@@ -308,7 +308,11 @@ class Housekeeper(threading.Thread):
         running.next_heartbeat = time.monotonic() + self.config.daemon.heartbeat_interval_seconds
         cancel = store.heartbeat_job(conn, running.job.id, running.job.lease_token)
         if cancel is None:
+            # rescued, reset by an operator (seed 003's emergency UPDATE) or deleted: the job may already
+            # run elsewhere, and this run can record nothing. A job process is terminated at once (force),
+            # not after cancel_grace_seconds; an inline workflow can only be asked to stop.
             running.lease_lost = True
+            running.force = True
             running.ctx.cancel_event.set()
             self.log.warning("lease_lost", job_id=running.job.id, where="heartbeat")
         elif cancel:

@@ -433,15 +433,21 @@ class Worker:
                 lambda conn: store.job_lease_state(conn, job.id, job.lease_token), must_finish=True
             )
             # our own write whose commit we did not see (the connection dropped) is not a lost lease:
-            # the lease token is still ours (a rescue or release would have voided it)
+            # the row carries this lease's record mark (a rescue, release or reset never leaves it)
             if not (state and state["ours"] and state["status"] != JobStatus.PROCESSING):
-                self._held.discard(job.id)
+                self._let_go(job)
                 self.log.warning("lease_lost", status=state["status"] if state else None)
                 structlog.contextvars.clear_contextvars()
                 return
-        self._held.discard(job.id)
+        self._let_go(job)
         self._log_outcome(outcome, running)
         structlog.contextvars.clear_contextvars()
+
+    def _let_go(self, job: ClaimedJob) -> None:
+        # the same job may be held again already: an operator's reset made it pending, and the
+        # claim that shared this record's transaction took it as the next job
+        if self._next is None or self._next.id != job.id:
+            self._held.discard(job.id)
 
     def _write(
         self, conn: Connection, job: ClaimedJob, outcome: Outcome, claim_next: bool

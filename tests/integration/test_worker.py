@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import structlog.testing
 
 from jobcron import store
 from jobcron.config import Config
@@ -462,3 +463,56 @@ def test_a_stopped_worker_leaves_no_housekeeper_to_register_it_again(conn: Conn,
     assert not worker.housekeeper.is_alive() and not worker.watchdog.is_alive()
     worker.housekeeper._worker_heartbeat(conn)  # a heartbeat that was already under way
     assert conn.execute("SELECT count(*) AS n FROM job_workers").fetchone() == {"n": 0}
+
+
+# seed 003's emergency SQL, as an operator pastes it into psql
+BLIND_RESET = "UPDATE processing_jobs SET status = 'pending', started_at = NULL WHERE status = 'processing'"
+
+
+@pytest.mark.parametrize("last_job", [True, False], ids=["the daemon's last job", "claiming on"])
+def test_a_run_whose_job_an_operator_reset_records_nothing_and_says_so(
+    conn: Conn, config: Config, last_job: bool
+) -> None:
+    # the reset leaves the run's lease token on the now-pending row: that must not pass for the run's
+    # own record whose answer was lost
+    job_id = insert_job(conn, job_type="with_insights")
+    with structlog.testing.capture_logs() as logs:
+        worker = Worker(config, max_jobs=1 if last_job else None)
+        worker.on_job_start = lambda _job: conn.execute(BLIND_RESET)
+        assert worker.run_once()
+    events = [e["event"] for e in logs]
+    assert "lease_lost" in events and "job_completed" not in events, events
+    assert conn.execute("SELECT count(*) AS n FROM insights").fetchone() == {"n": 0}
+    if last_job:  # nothing claimed after it: the job waits for the next daemon, not charged by this run's end
+        assert job(conn, job_id)["status"] == "pending" and job_id not in worker._held
+        return
+    # the claim that shared the record's transaction took the reset job again: it is held, as the next job
+    row = job(conn, job_id)
+    assert row["status"] == "processing" and row["attempts"] == 2
+    assert worker._next is not None and worker._next.id == job_id
+    assert job_id in worker._held
+    worker.on_job_start = None
+    assert worker.run_once()
+    assert job(conn, job_id)["status"] == "completed"
+    assert conn.execute("SELECT count(*) AS n FROM insights").fetchone() == {"n": 2}
+    assert job_id not in worker._held
+
+
+def test_a_record_leaves_a_mark_only_the_lease_holder_can_leave(conn: Conn, config: Config) -> None:
+    recorded = insert_job(conn, job_type="noop")
+    reset = insert_job(conn, job_type="noop")
+    params = store.ClaimParams(worker_id="w")
+    first = store.claim(conn, params).job
+    second = store.claim(conn, params).job
+    assert first is not None and first.id == recorded and second is not None and second.id == reset
+    outcome, _running = Worker(config)._execute(first)
+    assert store.finish(conn, first, outcome)
+    conn.execute(BLIND_RESET)
+    assert store.job_lease_state(conn, recorded, first.lease_token) == {"status": "completed", "ours": True}
+    assert store.job_lease_state(conn, reset, second.lease_token) == {"status": "pending", "ours": False}
+    # and the heartbeat of the reset run finds its lease gone, before and after a new claim
+    assert store.heartbeat_job(conn, reset, second.lease_token) is None
+    again = store.claim(conn, params).job
+    assert again is not None and again.id == reset
+    assert store.heartbeat_job(conn, reset, second.lease_token) is None
+    assert store.job_lease_state(conn, reset, second.lease_token) == {"status": "processing", "ours": False}
