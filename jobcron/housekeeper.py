@@ -113,6 +113,9 @@ class Housekeeper(threading.Thread):
         self.on_pauses_changed: Callable[[], None] | None = None
         self._next_pause_refresh = 0.0
         self._outage: Outage | None = None
+        # the jobs this daemon holds (running, being recorded, claimed next): alive whatever their
+        # heartbeat says, so never rescued by this daemon
+        self.held_ids: Callable[[], list[str]] = list
 
     # --- called from the main thread ----------------------------------------------------------------
 
@@ -391,6 +394,7 @@ class Housekeeper(threading.Thread):
             retry_failed_jobs=c.scheduler_settings.retry_failed_jobs,
             default_max_retries=c.scheduler_settings.max_retries,
             restarted_worker=restarted_worker,
+            held_ids=self.held_ids(),
         )
         if not rows:
             return []

@@ -237,17 +237,20 @@ def rescue_stale_jobs(
     default_max_retries: int,
     now: datetime | None = None,
     restarted_worker: str | None = None,
+    held_ids: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Rescue jobs of lost workers and jobs over the processing ceiling; returns what was done.
 
     restarted_worker: also rescue, whatever their heartbeat, the jobs an earlier run of this
     worker id left processing (the daemon starting now is that id's only live holder).
+    held_ids: jobs worker_id holds now; never rescued for an old heartbeat (only the ceiling fails them).
     """
     return _all(
         conn,
         "rescue_stale_jobs",
         {
             "restarted_worker": restarted_worker,
+            "held_ids": list(held_ids),
             "worker_id": worker_id,
             "stale_after_seconds": float(stale_after_seconds),
             "max_processing_seconds": float(max_processing_seconds),

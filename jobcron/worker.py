@@ -98,8 +98,10 @@ class Worker:
         self._conn: Connection | None = None
         self._next: ClaimedJob | None = None
         # jobs this worker holds and will record (running, being recorded, claimed next): a reconnect
-        # must never put these back; any other row locked by this worker is a claim whose answer was lost
-        self._held: set[str] = set()
+        # must never put these back, nor this daemon's own rescue take them; any other row locked by
+        # this worker is a claim whose answer was lost. Replaced, never changed in place: the
+        # housekeeper's thread reads it.
+        self._held: frozenset[str] = frozenset()
         self._outage: Outage | None = None  # set while the main connection cannot reach the server
         # the main connection was lost (not merely a statement ended for waiting): the new one must take
         # the worker id again and put back claims whose answer was lost with the old one
@@ -109,6 +111,7 @@ class Worker:
             config, self.worker_id, self.log, self.notifier, on_grace_expired=self._grace_expired
         )
         self.housekeeper.on_pauses_changed = self.wake.set
+        self.housekeeper.held_ids = lambda: list(self._held)
         self.watchdog = Watchdog(
             self.notifier,
             alive=self.housekeeper.loop_alive,
@@ -311,7 +314,7 @@ class Worker:
 
         job = self._db(attempt)
         if job is not None:
-            self._held.add(job.id)
+            self._held |= {job.id}
         return job
 
     def run_once(self) -> bool:
@@ -447,7 +450,7 @@ class Worker:
         # the same job may be held again already: an operator's reset made it pending, and the
         # claim that shared this record's transaction took it as the next job
         if self._next is None or self._next.id != job.id:
-            self._held.discard(job.id)
+            self._held -= {job.id}
 
     def _write(
         self, conn: Connection, job: ClaimedJob, outcome: Outcome, claim_next: bool
@@ -469,7 +472,7 @@ class Worker:
         # nothing claimed but blocked jobs parked: the loop's next cycle claims again at once
         nxt = claimed.job
         if nxt is not None:
-            self._held.add(nxt.id)
+            self._held |= {nxt.id}
         return recorded, nxt
 
     def _log_outcome(self, outcome: Outcome, running: Running) -> None:
@@ -512,7 +515,7 @@ class Worker:
     def _release_prefetched(self, conn: Connection) -> None:
         nxt, self._next = self._next, None
         if nxt is not None:
-            self._held.discard(nxt.id)
+            self._held -= {nxt.id}
             store.finish(
                 conn, nxt, interrupted_outcome(nxt, self.worker_id, "daemon stopping before it started")
             )

@@ -305,12 +305,17 @@ WITH stale AS (
                AS overdue
     FROM processing_jobs
     WHERE status = 'processing'
-      AND (heartbeat_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(stale_after_seconds)s::float8)
-           OR started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8)
-           -- a daemon starting under the id of one that died (systemd restarts, stable ids) rescues
-           -- that run's jobs at once and charges them: a job that crashes its daemon must use up
-           -- its attempts rather than crash it forever
-           OR locked_by = %(restarted_worker)s::text)
+      AND (((heartbeat_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(stale_after_seconds)s::float8)
+             -- a daemon starting under the id of one that died (systemd restarts, stable ids) rescues
+             -- that run's jobs at once and charges them: a job that crashes its daemon must use up
+             -- its attempts rather than crash it forever
+             OR locked_by = %(restarted_worker)s::text)
+            -- never a job the rescuing daemon holds (runs, records, or claimed next): after an outage
+            -- longer than stale_after_seconds its heartbeat is old, yet its run is alive and will be
+            -- recorded; rescuing it would run it a second time. Other daemons still may, by the lease.
+            AND NOT (locked_by = %(worker_id)s::text AND id = ANY (%(held_ids)s::uuid[])))
+           -- the ceiling holds for every job: failing it runs nothing twice
+           OR started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8))
     FOR UPDATE SKIP LOCKED
 ), decided AS (
     SELECT s.*,

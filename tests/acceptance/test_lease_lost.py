@@ -1,15 +1,19 @@
-"""A running job whose lease goes while it runs (an operator's blind reset), with real daemons and job
-processes."""
+"""A running job whose lease goes while it runs: an operator's blind reset, and an outage longer than
+stale_after_seconds, with real daemons, job processes and a server of the test's own."""
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
+from jobcron import migrate
 from tests import workflows
 from tests.acceptance.daemon import Daemon, write_config
 from tests.factories import insert_job, job
@@ -87,3 +91,57 @@ def test_a_blind_reset_terminates_the_first_run_at_once(
     insights = conn.execute("SELECT count(*) AS n FROM insights WHERE job_id = %s", (job_id,)).fetchone()
     assert insights == {"n": 1}
     assert not first.events("job_completed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def private_server(server_dir: Path) -> Iterator[Any]:
+    from jobcron.embedded import EmbeddedServer
+
+    # a fixed port: the server comes back where the daemon looks for it
+    server = EmbeddedServer(data_dir=server_dir / "data", port=free_port(), fast=True)
+    server.start()
+    with psycopg.connect(server.dsn, autocommit=True, row_factory=dict_row) as c:
+        migrate.migrate(c)
+    yield server
+    server.stop()
+
+
+def test_after_an_outage_longer_than_stale_after_a_daemon_records_its_own_job_once(
+    private_server: Any, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    log = tmp_path / "runs.log"
+    config = write_config(
+        tmp_path / "c.json",
+        workflows=workflows.ALL,
+        daemon={
+            "heartbeat_interval_seconds": HEARTBEAT,
+            "stale_after_seconds": 1,
+            "rescue_interval_seconds": 0.1,
+            "interval_seconds": 0.2,
+        },
+        job_processing={"execution_mode": "process"},
+    )
+    d = Daemon(private_server.dsn, config, "--worker-id", "through-the-outage")
+    daemons.append(d)
+    d.wait_event("worker_started", timeout=30)
+    with psycopg.connect(private_server.dsn, autocommit=True, row_factory=dict_row) as c:
+        job_id = insert_job(c, job_type="slow", metadata={"seconds": 1.5, "log": str(log)})
+    wait_for_runs(log, 1)
+    # the job ends while the server is away: its record waits, its heartbeat ages past stale_after
+    private_server.stop()
+    time.sleep(3)
+    private_server.start()
+    d.wait_event("job_completed", job_id=job_id, timeout=60)
+    with psycopg.connect(private_server.dsn, autocommit=True, row_factory=dict_row) as c:
+        row = job(c, job_id)
+        insights = c.execute("SELECT count(*) AS n FROM insights WHERE job_id = %s", (job_id,)).fetchone()
+    assert row["status"] == "completed" and row["attempts"] == 1 and row["retry_count"] == 0, row["errors"]
+    assert insights == {"n": 1}
+    assert len(runs(log)) == 1
+    assert not d.events("jobs_rescued") and not d.events("lease_lost")

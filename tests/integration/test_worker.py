@@ -516,3 +516,44 @@ def test_a_record_leaves_a_mark_only_the_lease_holder_can_leave(conn: Conn, conf
     assert again is not None and again.id == reset
     assert store.heartbeat_job(conn, reset, second.lease_token) is None
     assert store.job_lease_state(conn, reset, second.lease_token) == {"status": "processing", "ours": False}
+
+
+def test_a_daemon_never_rescues_a_job_it_holds(conn: Conn, make_config: Any) -> None:
+    # an outage longer than stale_after_seconds: the heartbeat of the job this daemon runs could not be
+    # written, and its own rescue comes back first
+    config: Config = make_config(workflows=workflows.ALL, daemon={"stale_after_seconds": 1})
+    job_id = insert_job(conn, job_type="with_insights")
+    other = insert_job(conn, status="processing", locked_by="gone-worker")
+    stale = "UPDATE processing_jobs SET heartbeat_at = now() - interval '1 hour' WHERE status = 'processing'"
+    worker = Worker(config, worker_id="holder")
+    rescued: list[str] = []
+
+    def outage_longer_than_stale_after(_job: Any) -> None:
+        conn.execute(stale)
+        rescued.extend(worker.housekeeper.rescue(conn))
+
+    worker.on_job_start = outage_longer_than_stale_after
+    assert worker.run_once()
+    assert rescued == [other]  # a dead daemon's job is still rescued
+    row = job(conn, job_id)
+    assert row["status"] == "completed" and row["attempts"] == 1 and row["retry_count"] == 0
+    assert conn.execute("SELECT count(*) AS n FROM insights WHERE job_id = %s", (job_id,)).fetchone() == {
+        "n": 2
+    }
+
+
+def test_another_daemon_still_rescues_a_held_job_whose_heartbeat_is_old(conn: Conn) -> None:
+    # the exception is for the holder alone: for everyone else a stale heartbeat is a lost worker
+    job_id = insert_job(conn, status="processing", locked_by="holder")
+    conn.execute(
+        "UPDATE processing_jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (job_id,)
+    )
+    rules = {
+        "stale_after_seconds": 60,
+        "max_processing_seconds": 7200,
+        "retry_failed_jobs": True,
+        "default_max_retries": 3,
+    }
+    assert store.rescue_stale_jobs(conn, worker_id="holder", held_ids=[job_id], **rules) == []
+    rows = store.rescue_stale_jobs(conn, worker_id="other", held_ids=[job_id], **rules)
+    assert [str(r["id"]) for r in rows] == [job_id]
