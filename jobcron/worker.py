@@ -212,7 +212,8 @@ class Worker:
         self._outage = None
         if self.metrics is not None:
             self.metrics.db_reconnected("worker")
-        self.notifier.status(self.housekeeper.status_text())
+        if self.housekeeper.grace_deadline is None:  # a stop's STATUS=stopping stays
+            self.notifier.status(self.housekeeper.status_text())
 
     def _interrupt_overdue_statements(self, now: float) -> None:
         """Past the stop's deadline, cancel the statements that still wait (every second while they do).
