@@ -93,6 +93,40 @@ def test_a_blind_reset_terminates_the_first_run_at_once(
     assert not first.events("job_completed")
 
 
+def test_a_record_held_up_past_stale_after_is_not_rescued_by_its_own_daemon(
+    dsn: str, conn: Conn, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    # another application locks the insights table: the job's record waits for it, the job's heartbeat
+    # has stopped (the job is over) and ages past stale_after_seconds, while the rescue, which does
+    # not touch insights, runs every 0.1 s
+    log = tmp_path / "runs.log"
+    config = write_config(
+        tmp_path / "c.json",
+        workflows=workflows.ALL,
+        daemon={
+            "heartbeat_interval_seconds": HEARTBEAT,
+            "stale_after_seconds": 1,
+            "rescue_interval_seconds": 0.1,
+            "interval_seconds": 0.2,
+        },
+        job_processing={"execution_mode": "inline"},
+    )
+    d = Daemon(dsn, config, "--worker-id", "held-up")
+    daemons.append(d)
+    d.wait_event("worker_started", timeout=30)
+    with psycopg.connect(dsn, application_name="other-app") as other:
+        other.execute("LOCK TABLE insights IN ACCESS EXCLUSIVE MODE")
+        job_id = insert_job(conn, job_type="slow", metadata={"seconds": 0.2, "log": str(log)})
+        wait_for_runs(log, 1)
+        time.sleep(3)
+        other.rollback()
+    d.wait_event("job_completed", job_id=job_id, timeout=20)
+    row = job(conn, job_id)
+    assert row["status"] == "completed" and row["attempts"] == 1 and row["retry_count"] == 0, row["errors"]
+    assert len(runs(log)) == 1
+    assert not d.events("jobs_rescued") and not d.events("lease_lost")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
