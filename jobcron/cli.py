@@ -69,7 +69,8 @@ def cli(
 def migrate_cmd(state: CliState, check: bool, print_sql: bool) -> None:
     """Apply the schema migrations (safe to run from several hosts at once)."""
     config = load_or_exit(state)
-    with handled(config), open_db(config, "migrate") as conn:
+    # no lock timeout: the migrators' advisory lock and the DDL must wait for what they wait for
+    with handled(config), open_db(config, "migrate", lock_timeout=False) as conn:
         if print_sql:
             click.echo(migrate.pending_sql(conn) or "-- schema is up to date")
             return

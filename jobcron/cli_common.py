@@ -14,7 +14,15 @@ import psycopg
 
 from jobcron import migrate
 from jobcron.config import Config, load_config
-from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, connect, scrub
+from jobcron.db import (
+    DB_UNAVAILABLE,
+    WAITED_TOO_LONG,
+    Connection,
+    DatabaseRefused,
+    connect,
+    scrub,
+    waited_message,
+)
 from jobcron.errors import ConfigError, JobCronError, SchemaOutOfDate
 from jobcron.terminal import printable
 
@@ -76,7 +84,7 @@ def handled(config: Config | None = None) -> Iterator[None]:
         # a wrong password, database name or startup option: a restart cannot fix it, an edit can
         fail(scrub(str(exc), dsn), EXIT_CONFIG)
     except DB_UNAVAILABLE as exc:
-        fail(f"database unavailable: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
+        fail(db_error_text(exc, config), EXIT_ERROR)
     except psycopg.Error as exc:
         fail(f"database error: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
     except UnicodeEncodeError as exc:
@@ -102,6 +110,14 @@ def schema_behind(config: Config | None) -> SchemaOutOfDate | None:
     return None
 
 
+def db_error_text(exc: BaseException, config: Config | None) -> str:
+    """One line on a database that could not serve a command: unreachable, or a statement that waited too long."""
+    if config is not None and isinstance(exc, WAITED_TOO_LONG):
+        # a one-statement command (enqueue, cancel, retry) changed nothing and may simply be run again
+        return waited_message(exc, config) + "; the statement was rolled back"
+    return f"database unavailable: {scrub(str(exc).strip(), config.database.url if config else None)}"
+
+
 def load_or_exit(state: CliState, **more: dict[str, Any]) -> Config:
     """Load the config or exit 2 naming the bad key."""
     try:
@@ -110,6 +126,18 @@ def load_or_exit(state: CliState, **more: dict[str, Any]) -> Config:
         fail(str(exc), EXIT_CONFIG)
 
 
-def open_db(config: Config, purpose: str = "cli") -> Connection:
-    """Connect for a CLI command."""
-    return connect(config, purpose=purpose)
+def open_db(
+    config: Config,
+    purpose: str = "cli",
+    *,
+    lock_timeout: bool = True,
+    statement_timeout_seconds: float | None = None,
+) -> Connection:
+    """Connect for a CLI command: each statement waits at most database.lock_timeout_seconds for a lock,
+    so a command never hangs behind another session's lock, and a killed one leaves no backend queued."""
+    return connect(
+        config,
+        purpose=purpose,
+        lock_timeout=lock_timeout,
+        statement_timeout_seconds=statement_timeout_seconds,
+    )

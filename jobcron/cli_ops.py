@@ -11,17 +11,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+import psycopg
 
 from jobcron import ops_jobs, ops_status
-from jobcron.cli_common import EXIT_CONFIG, EXIT_OK, CliState, fail, handled, load_or_exit, open_db
+from jobcron.cli_common import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    CliState,
+    db_error_text,
+    fail,
+    handled,
+    load_or_exit,
+    open_db,
+)
 from jobcron.cli_render import echo, render_status, render_workers_table
 from jobcron.config import Config
-from jobcron.db import DB_UNAVAILABLE, Connection, scrub
+from jobcron.db import DB_UNAVAILABLE, WAITED_TOO_LONG, Connection, scrub, waited_message, waited_too_long
 from jobcron.durations import parse_duration
 from jobcron.errors import InvalidInput
 from jobcron.terminal import printable
 
 CLEAR_SCREEN = "\033[H\033[2J"
+# `health` answers within this long, whatever the database does (--timeout)
+HEALTH_TIMEOUT_SECONDS = 10.0
 
 
 @contextmanager
@@ -58,8 +70,10 @@ def watch_loop(config: Config, interval: float, produce: Callable[[Connection], 
                     conn = open_db(config, "status")
                 text = produce(conn)
             except DB_UNAVAILABLE as exc:
-                conn = None
-                text = printable(f"database unavailable: {scrub(str(exc).strip(), config.database.url)}")
+                if conn is not None and not waited_too_long(exc):
+                    conn.close()  # a statement that waited too long leaves a good connection behind
+                    conn = None
+                text = printable(db_error_text(exc, config))
             if tty:
                 stamp = datetime.now(UTC).strftime("%H:%M:%S")
                 click.echo(f"{CLEAR_SCREEN}Every {interval:g}s: job_cron status    {stamp}\n")
@@ -164,6 +178,35 @@ def resume_cmd(state: CliState, job_type: str | None, everything: bool, as_json:
     emit(data, as_json, render)
 
 
+class ProbeTimedOut(Exception):
+    """The probe did not finish within its budget."""
+
+
+def within(seconds: float, fn: Callable[[], Any]) -> Any:
+    """fn's result, or ProbeTimedOut once seconds have passed, whatever fn waits for.
+
+    The server's timeouts end a statement that waits for a lock or runs too long, but not a
+    connection whose server has stopped answering at all (a network partition, a frozen host): fn
+    runs in a thread of its own, and a probe that must not hang leaves it behind.
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # handed to the caller as it is
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="jobcron-probe", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise ProbeTimedOut
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 def _seconds_option(value: str, flag: str) -> float:
     try:
         return parse_duration(value, flag)
@@ -189,6 +232,13 @@ def _seconds_option(value: str, flag: str) -> float:
     show_default=True,
     help="Failed share of jobs finished in the last hour above this: degraded.",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=HEALTH_TIMEOUT_SECONDS,
+    show_default=True,
+    help="Seconds the whole probe may take; a database slower than that is unhealthy.",
+)
 @click.pass_obj
 def health_cmd(
     state: CliState,
@@ -197,6 +247,7 @@ def health_cmd(
     max_pending_age: str,
     critical_pending_age: str,
     max_failure_rate: float,
+    timeout: float,
 ) -> None:
     """Exit 0 healthy, 1 degraded, 2 unhealthy (for systemd, cron and monitoring agents)."""
     config = load_or_exit(state)
@@ -206,9 +257,21 @@ def health_cmd(
         critical_pending_age_seconds=_seconds_option(critical_pending_age, "--critical-pending-age"),
         max_failure_rate=max_failure_rate,
     )
+
+    def probe() -> dict[str, Any]:
+        # the server gives up on any statement past the budget too, so no backend outlives the probe
+        with open_db(config, "health", statement_timeout_seconds=timeout) as conn:
+            return ops_status.collect_health(conn, config, limits)
+
     try:
-        with open_db(config, "health") as conn:
-            report = ops_status.collect_health(conn, config, limits)
+        report = within(timeout, probe)
+    except ProbeTimedOut:
+        report = ops_status.did_not_answer(f"database did not answer within {timeout:g}s")
+    except WAITED_TOO_LONG as exc:
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            report = ops_status.did_not_answer(waited_message(exc, config))
+        else:  # the statement timeout: the budget ran out on the server's side
+            report = ops_status.did_not_answer(f"database did not answer within {timeout:g}s")
     except DB_UNAVAILABLE as exc:
         report = ops_status.unreachable(scrub(str(exc).strip(), config.database.url))
     except (

@@ -49,6 +49,10 @@ class DatabaseSettings:
     application_name: str = _opt("job_cron")
     # false behind a transaction-mode pooler that cannot keep prepared statements or startup options
     prepared_statements: bool = _opt(True)
+    # how long any statement of the daemon or of a command waits for a lock another session holds
+    # (a migration's LOCK TABLE, a row another application keeps locked) before the server ends it;
+    # the daemon then retries it like an outage, a command gives up; 0: wait as long as it takes
+    lock_timeout_seconds: float = _opt(5, lo=0, hi=3600)
 
 
 @dataclass(frozen=True)

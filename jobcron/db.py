@@ -43,6 +43,16 @@ WORKER_PLANNER_OPTIONS = (
 
 # Errors that mean "the server is not reachable right now", as opposed to a bad query.
 DB_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
+# A statement the server ended because it waited too long for a lock (lock_timeout) or was cancelled
+# (statement_timeout, a cancel request): both OperationalErrors, so retried like an outage. The
+# statement was rolled back as a whole, and the connection is still good: no reconnect is needed,
+# and no claim can have been committed without this daemon seeing it.
+WAITED_TOO_LONG = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+
+LOCK_HINT = (
+    "another session holds a lock on a jobcron table or row (pg_locks, pg_stat_activity show who); "
+    "each statement waits database.lock_timeout_seconds, then is tried again"
+)
 
 # While the database stays unreachable, warn at once, then 1, 2, 4 ... seconds later, at most a minute apart.
 WARN_FIRST_GAP_SECONDS = 1.0
@@ -128,7 +138,13 @@ def scrub(message: str, dsn: str | None) -> str:
 
 
 def connect(
-    config: Config, *, autocommit: bool = True, purpose: str = "main", generic_plans: bool = False
+    config: Config,
+    *,
+    autocommit: bool = True,
+    purpose: str = "main",
+    generic_plans: bool = False,
+    lock_timeout: bool = True,
+    statement_timeout_seconds: float | None = None,
 ) -> Connection:
     """Open a connection with the configured timeout and an application_name that says what it is for.
 
@@ -138,10 +154,23 @@ def connect(
     so everything else is turned off there: a generic plan is made once, often while the queue is
     empty and its statistics say so, and must not then become a scan or a hash of a million rows
     (sequential, bitmap, hash-join and merge-join paths remain only where nothing else can serve).
+
+    lock_timeout: every statement waits at most database.lock_timeout_seconds for a lock another
+    session holds (off for `migrate`, whose advisory lock and DDL must wait for what they wait for).
+    statement_timeout_seconds: a limit on every statement (the health probe's budget). Both are
+    startup options, like the planner settings: none are sent with database.prepared_statements false
+    (a transaction-mode pooler refuses them; set them on the role there).
     """
     dsn = dsn_of(config)
     prepared = config.database.prepared_statements
-    settings: list[str] = list(WORKER_PLANNER_OPTIONS) if generic_plans and prepared else []
+    settings: list[str] = []
+    if prepared:
+        if generic_plans:
+            settings += WORKER_PLANNER_OPTIONS
+        if lock_timeout and config.database.lock_timeout_seconds > 0:
+            settings.append(f"-c lock_timeout={_milliseconds(config.database.lock_timeout_seconds)}")
+        if statement_timeout_seconds is not None and statement_timeout_seconds > 0:
+            settings.append(f"-c statement_timeout={_milliseconds(statement_timeout_seconds)}")
     params: dict[str, Any] = {
         "connect_timeout": config.database.connect_timeout_seconds,
         "application_name": f"{config.database.application_name}:{purpose}",
@@ -159,6 +188,28 @@ def connect(
     elif not prepared:
         conn.prepare_threshold = None  # a transaction-mode pooler would lose them between transactions
     return conn
+
+
+def _milliseconds(seconds: float) -> int:
+    """A duration setting in PostgreSQL's unit, never 0 (which would mean no limit at all)."""
+    return max(1, round(seconds * 1000))
+
+
+def waited_too_long(exc: BaseException) -> bool:
+    """Whether the server ended the statement for waiting (a lock, a statement timeout, a cancel)."""
+    return isinstance(exc, WAITED_TOO_LONG)
+
+
+def waited_message(exc: BaseException, config: Config) -> str:
+    """What a command says when the server ended its statement for waiting too long (nothing was written)."""
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return (
+            f"database did not answer within {config.database.lock_timeout_seconds:g}s: another session "
+            "holds a lock the statement waits for (database.lock_timeout_seconds; pg_locks and "
+            "pg_stat_activity show who holds it)"
+        )
+    cause = " ".join(str(exc).split())[:200]
+    return f"the database ended the statement before it answered: {cause}"
 
 
 def merged_options(dsn: str, settings: list[str]) -> str:
@@ -315,6 +366,10 @@ class Outage:
         self._next_warning = now + self._gap
         self._gap = min(self._gap * 2, WARN_MAX_GAP_SECONDS)
         fields |= {"down_seconds": round(now - self.since, 1), "attempts": self.attempts}
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            fields |= {"reason": "lock_timeout", "hint": LOCK_HINT}
+        elif isinstance(exc, psycopg.errors.QueryCanceled):
+            fields["reason"] = "statement_cancelled"
         if isinstance(exc, DatabaseRefused):
             log.error("db_refused", sqlstate=exc.code, error=exc.cause[:300], hint=exc.hint, **fields)
         else:

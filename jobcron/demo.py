@@ -223,7 +223,7 @@ def run_demo(
     embedded = not config.database.url
     with database(config, options, out) as config:
         try:
-            with connect(config, purpose="migrate") as conn:
+            with connect(config, purpose="migrate", lock_timeout=False) as conn:
                 applied = migrate.migrate(conn)
         except (MigrationError, SchemaOutOfDate) as exc:
             if not embedded:

@@ -1,7 +1,9 @@
-"""The daemon's second thread: job heartbeat, worker row, rescue, pauses, grace supervision, watchdog.
+"""The daemon's second thread: job heartbeat, worker row, rescue, pauses, grace supervision.
 
 It has its own connection, so that the job heartbeat keeps flowing while the main thread runs a job.
-Periodic duties run on their own timers here, never per job.
+Periodic duties run on their own timers here, never per job. Its statements can wait for other
+sessions' locks (up to database.lock_timeout_seconds each), so the systemd watchdog is pinged from a
+thread of its own (jobcron/watchdog.py), by the rule in `loop_alive`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobcron import schedules, store
 from jobcron.config import Config
-from jobcron.db import DB_UNAVAILABLE, Connection, connect
+from jobcron.db import DB_UNAVAILABLE, Connection, Outage, connect, waited_too_long
 from jobcron.models import ClaimedJob
 from jobcron.sdnotify import Notifier
 from jobcron.workflows.base import WorkflowContext
@@ -84,6 +86,9 @@ class Housekeeper(threading.Thread):
         self.grace_deadline: float | None = None
         self.state = "starting"
         self.loop_tick = time.monotonic()
+        # set while the main loop waits for a statement: the server ends it within the lock timeout
+        self.loop_db_since: float | None = None
+        self.in_tick = False  # this thread's statements may wait too (the stop deadline cancels them)
         self.retention_backlog = False
         self.duties: list[Duty] = [
             Duty(
@@ -107,9 +112,10 @@ class Housekeeper(threading.Thread):
         self.metrics: Metrics | None = None  # set by `run --metrics-port`
         self.on_pauses_changed: Callable[[], None] | None = None
         self._next_pause_refresh = 0.0
-        self._next_watchdog = 0.0
-        self._stop_announced = False
-        self._db_down = False
+        self._outage: Outage | None = None
+        # the jobs this daemon holds (running, being recorded, claimed next): alive whatever their
+        # heartbeat says, so never rescued by this daemon
+        self.held_ids: Callable[[], list[str]] = list
 
     # --- called from the main thread ----------------------------------------------------------------
 
@@ -148,6 +154,27 @@ class Housekeeper(threading.Thread):
         with self._lock:
             return self._running
 
+    def status_text(self) -> str:
+        """The STATUS= line for what the daemon does now."""
+        running = self.running()
+        return "idle" if running is None else f"running job {running.job.id} ({running.job.job_type})"
+
+    def loop_alive(self, now: float) -> bool:
+        """The watchdog's rule: the loop ticked within WatchdogSec, or it is busy with a job whose lease it
+        still holds, or it waits for a statement the server ends by itself (the lock timeout)."""
+        interval = self.notifier.watchdog_seconds
+        if interval is None or now - self.loop_tick < interval:
+            return True
+        running = self.running()
+        if running is not None and not running.lease_lost:
+            return True
+        since = self.loop_db_since
+        d = self.config.database
+        # a connection attempt, then a statement waiting for a lock: both end by themselves within this
+        return (
+            since is not None and now - since < d.connect_timeout_seconds + d.lock_timeout_seconds + interval
+        )
+
     def cancel_requested(self, payload: str) -> None:
         """A cancel notification arrived ("ID" or "ID:force"): stop the job at once if it is ours."""
         job_id, _, mode = payload.partition(":")
@@ -168,33 +195,58 @@ class Housekeeper(threading.Thread):
             self.poke.wait(TICK_SECONDS)
             self.poke.clear()
             try:
-                self._tick()
+                self._timed_tick()
             except DB_UNAVAILABLE as exc:
-                if not self._db_down:
-                    self.log.warning("db_unavailable", where="housekeeper", error=str(exc).strip()[:200])
-                    self.notifier.status("db unavailable")
-                self._db_down = True
-                self._drop_conn()
+                self._db_failed(exc)
                 self.halt.wait(0.5)
             except Exception as exc:  # a duty failing must not kill the thread that heartbeats
                 self.log.error("housekeeping_failed", error=repr(exc)[:500])
                 self._drop_conn()
                 self.halt.wait(0.5)
+            else:
+                if self._outage is not None:
+                    self._db_back()
         self._drop_conn()
+
+    def _timed_tick(self) -> None:
+        self.in_tick = True
+        try:
+            self._tick()
+        finally:
+            self.in_tick = False
+
+    @property
+    def conn(self) -> Connection | None:
+        """This thread's connection, if it has one now."""
+        return self._conn
+
+    def _db_failed(self, exc: BaseException) -> None:
+        """A statement failed for want of the server or of a lock: warn now and then, try again soon."""
+        if self._outage is None:
+            self._outage = Outage()
+            self.notifier.status("db unavailable")
+        self._outage.failed(self.log, exc, where="housekeeper")
+        # after an outage (a server crash may have lost the claim, a rescue or an operator's reset taken
+        # the job) find out at once whether the running job is still ours, not a heartbeat period later
+        running = self.running()
+        if running is not None:
+            running.next_heartbeat = 0.0
+        conn = self._conn
+        if not (waited_too_long(exc) and conn is not None and not (conn.closed or conn.broken)):
+            self._drop_conn()  # a statement that waited too long leaves a good connection behind
+
+    def _db_back(self) -> None:
+        assert self._outage is not None
+        self.log.info("db_reconnected", where="housekeeper", down_seconds=round(self._outage.seconds, 1))
+        self._outage = None
+        if self.metrics is not None:
+            self.metrics.db_reconnected("housekeeper")
+        if self.grace_deadline is None:
+            self.notifier.status(self.status_text())
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.config, purpose="housekeeper")
-            if self._db_down:
-                self.log.info("db_reconnected", where="housekeeper")
-                if self.metrics is not None:
-                    self.metrics.db_reconnected("housekeeper")
-                self._db_down = False
-                # after an outage (a server crash may have lost the claim, or a rescue taken the job)
-                # find out at once whether the running job is still ours, not a heartbeat period later
-                running = self.running()
-                if running is not None:
-                    running.next_heartbeat = 0.0
         return self._conn
 
     def _drop_conn(self) -> None:
@@ -208,11 +260,6 @@ class Housekeeper(threading.Thread):
     def _tick(self) -> None:
         now = time.monotonic()
         running = self.running()
-        self._watchdog(now, running)
-        if self.grace_deadline is not None and not self._stop_announced:
-            # tell systemd at once, not after the running job's grace period
-            self._stop_announced = True
-            self.notifier.stopping()
         if running is not None and not running.supervised_by_main:
             self._inline_timeout(now, running)
         if (
@@ -240,7 +287,11 @@ class Housekeeper(threading.Thread):
         for duty in self.duties:
             if now >= duty.due:
                 duty.due = now + duty.interval()
-                duty.run(conn)
+                try:
+                    duty.run(conn)
+                except DB_UNAVAILABLE:
+                    duty.due = now  # the first thing done once the database answers again
+                    raise
 
     def _inline_timeout(self, now: float, running: Running) -> None:
         if running.timeout_reported or running.timeout_seconds is None:
@@ -256,21 +307,15 @@ class Housekeeper(threading.Thread):
                 hint="inline mode can only ask the workflow to stop; use execution_mode process",
             )
 
-    def _watchdog(self, now: float, running: Running | None) -> None:
-        interval = self.notifier.watchdog_seconds
-        if interval is None or now < self._next_watchdog:
-            return
-        # alive = the loop ticked recently, or it is busy with a job whose lease we still hold
-        alive = now - self.loop_tick < interval or (running is not None and not running.lease_lost)
-        if alive:
-            self.notifier.watchdog()
-        self._next_watchdog = now + interval / 3
-
     def _heartbeat_job(self, conn: Connection, running: Running) -> None:
         running.next_heartbeat = time.monotonic() + self.config.daemon.heartbeat_interval_seconds
         cancel = store.heartbeat_job(conn, running.job.id, running.job.lease_token)
         if cancel is None:
+            # rescued, reset by an operator (seed 003's emergency UPDATE) or deleted: the job may already
+            # run elsewhere, and this run can record nothing. A job process is terminated at once (force),
+            # not after cancel_grace_seconds; an inline workflow can only be asked to stop.
             running.lease_lost = True
+            running.force = True
             running.ctx.cancel_event.set()
             self.log.warning("lease_lost", job_id=running.job.id, where="heartbeat")
         elif cancel:
@@ -280,7 +325,9 @@ class Housekeeper(threading.Thread):
     def _worker_heartbeat(self, conn: Connection) -> None:
         running = self.running()
         current = running.job.id if running else None
-        if store.worker_heartbeat(conn, self.worker_id, self.state, current) == 0:
+        # the row is gone: an operator removed it, or this daemon is stopping and unregistered itself
+        # (then it must stay gone)
+        if store.worker_heartbeat(conn, self.worker_id, self.state, current) == 0 and not self.halt.is_set():
             store.worker_register(conn, self.worker_id, *_host_pid(), self.state, _version())
 
     def _retention(self, conn: Connection) -> None:
@@ -347,6 +394,7 @@ class Housekeeper(threading.Thread):
             retry_failed_jobs=c.scheduler_settings.retry_failed_jobs,
             default_max_retries=c.scheduler_settings.max_retries,
             restarted_worker=restarted_worker,
+            held_ids=self.held_ids(),
         )
         if not rows:
             return []

@@ -236,6 +236,12 @@ def unreachable(error: str) -> dict[str, Any]:
     return {"status": UNHEALTHY, "exit_code": EXIT_CODES[UNHEALTHY], "checks": checks}
 
 
+def did_not_answer(detail: str) -> dict[str, Any]:
+    """The health report when the database took longer than the probe may wait."""
+    checks = [_check("database", UNHEALTHY, detail)]
+    return {"status": UNHEALTHY, "exit_code": EXIT_CODES[UNHEALTHY], "checks": checks}
+
+
 def collect_health(conn: Connection, config: Config, limits: HealthThresholds) -> dict[str, Any]:
     """Check the database, schema, workers, stale jobs, pending age, pauses and failure rate."""
     checks = [_check("database", HEALTHY, "reachable")]

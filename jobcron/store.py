@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -114,10 +115,27 @@ def _claimed(row: dict[str, Any] | None) -> Claimed:
     return Claimed(ClaimedJob.from_row(row) if row["id"] is not None else None, int(row["parked"]))
 
 
+# Namespace of the tokens a record leaves behind (recorded_lease).
+RECORDED_LEASE_NAMESPACE = uuid.UUID("8f1d3c52-6a0e-4c8e-9a51-2f7b6f4f0c1d")
+
+
+def recorded_lease(lease_token: str) -> str:
+    """The lease_token a record under this lease leaves on the row.
+
+    After its record a row must say "recorded by the holder of lease X" in a way no other writer
+    produces. The lease's own token does not: seed 003's emergency reset (`UPDATE ... SET status =
+    'pending' ... WHERE status = 'processing'`) leaves it on the now-pending row, and a run whose
+    record then found nothing took that for its own write whose answer was lost, and logged a
+    completion nothing had stored. A value derived from the token is written by the record alone.
+    """
+    return str(uuid.uuid5(RECORDED_LEASE_NAMESPACE, lease_token))
+
+
 def _finish_params(job: ClaimedJob, outcome: Outcome) -> dict[str, Any]:
     return {
         "id": job.id,
         "lease_token": job.lease_token,
+        "recorded_lease": recorded_lease(job.lease_token),
         "status": outcome.status.value,
         "delay_seconds": float(outcome.delay_seconds),
         "retry_increment": outcome.retry_increment,
@@ -173,8 +191,8 @@ def unpark_runnable(conn: Connection, order: str, user_limit: int | None, batch:
 
 
 def job_lease_state(conn: Connection, job_id: str, lease_token: str) -> dict[str, Any] | None:
-    """A job's status and whether its last lease was this one."""
-    return _one(conn, "job_lease_state", {"id": job_id, "lease_token": lease_token})
+    """A job's status and whether a record under this lease is the last thing written to it ("ours")."""
+    return _one(conn, "job_lease_state", {"id": job_id, "recorded_lease": recorded_lease(lease_token)})
 
 
 def mark_file_processing(conn: Connection, file_id: str) -> None:
@@ -219,17 +237,20 @@ def rescue_stale_jobs(
     default_max_retries: int,
     now: datetime | None = None,
     restarted_worker: str | None = None,
+    held_ids: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Rescue jobs of lost workers and jobs over the processing ceiling; returns what was done.
 
     restarted_worker: also rescue, whatever their heartbeat, the jobs an earlier run of this
     worker id left processing (the daemon starting now is that id's only live holder).
+    held_ids: jobs worker_id holds now; never rescued for an old heartbeat (only the ceiling fails them).
     """
     return _all(
         conn,
         "rescue_stale_jobs",
         {
             "restarted_worker": restarted_worker,
+            "held_ids": list(held_ids),
             "worker_id": worker_id,
             "stale_after_seconds": float(stale_after_seconds),
             "max_processing_seconds": float(max_processing_seconds),

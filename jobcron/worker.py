@@ -15,7 +15,16 @@ import structlog
 
 from jobcron import migrate, store
 from jobcron.config import Config, config_as_dict
-from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, Outage, connect, retrying, scrub
+from jobcron.db import (
+    DB_UNAVAILABLE,
+    Connection,
+    DatabaseRefused,
+    Outage,
+    connect,
+    retrying,
+    scrub,
+    waited_too_long,
+)
 from jobcron.errors import DatabaseUnavailable, PermanentError, WorkerIdTaken
 from jobcron.housekeeper import Housekeeper, Running
 from jobcron.isolation import ChildRunner, Supervision
@@ -31,6 +40,7 @@ from jobcron.runner import (
 )
 from jobcron.sdnotify import Notifier
 from jobcron.wakeup import Listener
+from jobcron.watchdog import Watchdog
 from jobcron.workflows import Registry
 from jobcron.workflows.base import FileInfo, WorkflowContext
 
@@ -88,14 +98,27 @@ class Worker:
         self._conn: Connection | None = None
         self._next: ClaimedJob | None = None
         # jobs this worker holds and will record (running, being recorded, claimed next): a reconnect
-        # must never put these back; any other row locked by this worker is a claim whose answer was lost
-        self._held: set[str] = set()
+        # must never put these back, nor this daemon's own rescue take them; any other row locked by
+        # this worker is a claim whose answer was lost. Replaced, never changed in place: the
+        # housekeeper's thread reads it.
+        self._held: frozenset[str] = frozenset()
         self._outage: Outage | None = None  # set while the main connection cannot reach the server
+        # the main connection was lost (not merely a statement ended for waiting): the new one must take
+        # the worker id again and put back claims whose answer was lost with the old one
+        self._conn_lost = False
         self._gave_up = False  # --once stopped waiting for the database: the rest may not wait either
         self.housekeeper = Housekeeper(
             config, self.worker_id, self.log, self.notifier, on_grace_expired=self._grace_expired
         )
         self.housekeeper.on_pauses_changed = self.wake.set
+        self.housekeeper.held_ids = lambda: list(self._held)
+        self.watchdog = Watchdog(
+            self.notifier,
+            alive=self.housekeeper.loop_alive,
+            stopping=lambda: self.stop_event.is_set(),
+            overdue=self._interrupt_overdue_statements,
+        )
+        self._interrupted_at: float | None = None
         self.listener: Listener | None = None
         self.children: ChildRunner | None = None
         self.on_job_start: Callable[[ClaimedJob], None] | None = None  # test hook
@@ -116,6 +139,7 @@ class Worker:
             running.ctx.stop_event.set()
         self.wake.set()
         self.housekeeper.poke.set()
+        self.watchdog.poke.set()
 
     def request_reload(self) -> None:
         """SIGHUP: reload the config at the next cycle."""
@@ -135,24 +159,37 @@ class Worker:
         return self._conn
 
     def _db(self, fn: Callable[[Connection], T], *, must_finish: bool = False) -> T:
-        """Run fn on the main connection, reconnecting with backoff while the server is unavailable."""
+        """Run fn on the main connection, retrying with backoff while the server is unavailable or a
+        statement cannot get its locks (each waits at most database.lock_timeout_seconds)."""
+        stop = self.hard_stop if must_finish else self.stop_event
         if self._outage is None and self._conn is not None and not self._conn.closed:
             try:
-                return fn(self._conn)  # the hot path: no retry machinery unless something failed
+                return self._call(fn, self._conn)  # the hot path: no retry machinery unless something failed
             except DB_UNAVAILABLE as exc:
                 self._db_failed(exc)
-        stop = self.hard_stop if must_finish else self.stop_event
+                if stop.is_set():
+                    raise  # stopping: a statement that waited in vain is not tried again
         for attempt in retrying(stop, on_retry=self._on_db_retry, deadline=self._db_deadline):
             with attempt:
                 conn = self._connection()
+                if self._conn_lost:
+                    self._after_reconnect(conn)
+                    self._conn_lost = False
+                result = self._call(fn, conn)
+                # back only once a statement went through: a connection alone proves nothing when
+                # another session's lock is what stops the statements
                 if self._outage is not None:
                     self._db_back()
-                    if self.metrics is not None:
-                        self.metrics.db_reconnected("worker")
-                    self.notifier.status("idle")
-                    self._after_reconnect(conn)
-                return fn(conn)
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _call(self, fn: Callable[[Connection], T], conn: Connection) -> T:
+        # while a statement waits for the server, the watchdog knows the loop is waiting, not hung
+        self.housekeeper.loop_db_since = time.monotonic()
+        try:
+            return fn(conn)
+        finally:
+            self.housekeeper.loop_db_since = None
 
     def _on_db_retry(self, state: Any) -> None:
         self.housekeeper.loop_tick = time.monotonic()  # retrying the database is not a hung loop
@@ -163,12 +200,48 @@ class Worker:
             self._outage = Outage()
             self.notifier.status("db unavailable")
         self._outage.failed(self.log, exc)
+        conn = self._conn
+        if exc is not None and waited_too_long(exc) and conn is not None and not (conn.closed or conn.broken):
+            return  # the statement was rolled back and the connection is fine: keep it (and its worker-id lock)
         self._drop_conn()
+        self._conn_lost = True
 
     def _db_back(self) -> None:
         assert self._outage is not None
         self.log.info("db_reconnected", down_seconds=round(self._outage.seconds, 1))
         self._outage = None
+        if self.metrics is not None:
+            self.metrics.db_reconnected("worker")
+        if self.housekeeper.grace_deadline is None:  # a stop's STATUS=stopping stays
+            self.notifier.status(self.housekeeper.status_text())
+
+    def _interrupt_overdue_statements(self, now: float) -> None:
+        """Past the stop's deadline, cancel the statements that still wait (every second while they do).
+
+        A lock timeout ends such a wait by itself; this holds where none is set (a transaction-mode pooler,
+        lock_timeout_seconds 0) and keeps the stop within the grace plus STOP_DB_WAIT_SECONDS. A cancel
+        request that arrives as a statement has just ended cancels the next one instead, which is retried
+        like any statement the server ended: nothing is half-written.
+        """
+        grace = self.housekeeper.grace_deadline
+        if grace is None or now < grace + STOP_DB_WAIT_SECONDS:
+            return
+        if self._interrupted_at is not None and now - self._interrupted_at < 1.0:
+            return
+        busy = [
+            (name, conn)
+            for name, conn, waiting in (
+                ("worker", self._conn, self.housekeeper.loop_db_since is not None),
+                ("housekeeper", self.housekeeper.conn, self.housekeeper.in_tick),
+            )
+            if waiting and conn is not None and not conn.closed
+        ]
+        if not busy:
+            return
+        self._interrupted_at = now
+        for name, conn in busy:
+            self.log.warning("db_statement_interrupted", where=name, reason="stop deadline passed")
+            threading.Thread(target=_cancel, args=(conn,), daemon=True).start()
 
     def _db_deadline(self) -> float | None:
         """When a database call stops waiting for the server: never, unless --once or a stop sets a limit."""
@@ -242,7 +315,7 @@ class Worker:
 
         job = self._db(attempt)
         if job is not None:
-            self._held.add(job.id)
+            self._held |= {job.id}
         return job
 
     def run_once(self) -> bool:
@@ -364,15 +437,21 @@ class Worker:
                 lambda conn: store.job_lease_state(conn, job.id, job.lease_token), must_finish=True
             )
             # our own write whose commit we did not see (the connection dropped) is not a lost lease:
-            # the lease token is still ours (a rescue or release would have voided it)
+            # the row carries this lease's record mark (a rescue, release or reset never leaves it)
             if not (state and state["ours"] and state["status"] != JobStatus.PROCESSING):
-                self._held.discard(job.id)
+                self._let_go(job)
                 self.log.warning("lease_lost", status=state["status"] if state else None)
                 structlog.contextvars.clear_contextvars()
                 return
-        self._held.discard(job.id)
+        self._let_go(job)
         self._log_outcome(outcome, running)
         structlog.contextvars.clear_contextvars()
+
+    def _let_go(self, job: ClaimedJob) -> None:
+        # the same job may be held again already: an operator's reset made it pending, and the
+        # claim that shared this record's transaction took it as the next job
+        if self._next is None or self._next.id != job.id:
+            self._held -= {job.id}
 
     def _write(
         self, conn: Connection, job: ClaimedJob, outcome: Outcome, claim_next: bool
@@ -394,7 +473,7 @@ class Worker:
         # nothing claimed but blocked jobs parked: the loop's next cycle claims again at once
         nxt = claimed.job
         if nxt is not None:
-            self._held.add(nxt.id)
+            self._held |= {nxt.id}
         return recorded, nxt
 
     def _log_outcome(self, outcome: Outcome, running: Running) -> None:
@@ -437,7 +516,7 @@ class Worker:
     def _release_prefetched(self, conn: Connection) -> None:
         nxt, self._next = self._next, None
         if nxt is not None:
-            self._held.discard(nxt.id)
+            self._held -= {nxt.id}
             store.finish(
                 conn, nxt, interrupted_outcome(nxt, self.worker_id, "daemon stopping before it started")
             )
@@ -465,6 +544,7 @@ class Worker:
             raise
         if self._outage is not None:
             self._db_back()
+        self._conn_lost = False  # the start's connection took the id and rescued: nothing to resync
         self._start_threads()
         return True
 
@@ -495,6 +575,7 @@ class Worker:
         self.housekeeper.state = "idle"
         self._warm_up_job_process()
         self.housekeeper.start()
+        self.watchdog.start()
         if self.config.daemon.listen:
             self.listener = Listener(
                 self.config,
@@ -619,18 +700,36 @@ class Worker:
         if self.listener is not None:
             self.listener.halt.set()
         self.housekeeper.halt.set()
+        self.housekeeper.poke.set()
         if self.children is not None:
             self.children.close()
+        if self.housekeeper.is_alive():
+            # its statement in flight ends within the lock timeout (past the stop deadline the watchdog
+            # cancels it); a halted housekeeper never registers the worker row again
+            d = self.config.database
+            self.housekeeper.join(d.connect_timeout_seconds + d.lock_timeout_seconds + 1)
         try:
             self._db(self._release_and_unregister, must_finish=True)
         except psycopg.Error as exc:
             self.log.error("unregister_failed", error=str(exc).strip()[:200])
         self._drop_conn()
+        self.watchdog.halt.set()
+        self.watchdog.poke.set()
+        if self.watchdog.is_alive():
+            self.watchdog.join(1.0)
         self.log.info("worker_stopped", jobs_done=self.jobs_done, exit_code=EXIT_CLEAN)
 
     def _release_and_unregister(self, conn: Connection) -> None:
         self._release_prefetched(conn)
         store.worker_unregister(conn, self.worker_id)
+
+
+def _cancel(conn: Connection) -> None:
+    """Ask the server to cancel what conn runs (from another thread; psycopg allows it)."""
+    try:
+        conn.cancel_safe(timeout=STOP_DB_WAIT_SECONDS)
+    except Exception:  # the connection may be gone meanwhile: nothing left to cancel
+        return
 
 
 def _loggable_config(config: Config) -> dict[str, Any]:

@@ -217,6 +217,10 @@ WITH done AS (
                       ELSE errors || jsonb_build_array(%(error)s::jsonb) END,
         heartbeat_at = NULL,
         user_slot = NULL,
+        -- the lease ends here, and the row says who ended it: a token derived from the lease (see
+        -- store.recorded_lease) that no other writer produces, so a later look can tell this record
+        -- from an operator's reset that left the lease's own token behind
+        lease_token = %(recorded_lease)s::uuid,
         updated_at = now()
     WHERE id = %(id)s::uuid AND lease_token = %(lease_token)s::uuid AND status = 'processing'
     RETURNING id, file_id, status, user_id
@@ -249,8 +253,9 @@ SELECT (SELECT count(*) FROM done) AS recorded,
 UPDATE files SET status = 'processing', updated_at = now() WHERE id = %(file_id)s AND status <> 'processing';
 
 -- name: job_lease_state
--- Where a job stands relative to a lease: used after a write whose outcome is unknown.
-SELECT status, lease_token = %(lease_token)s AS ours FROM processing_jobs WHERE id = %(id)s;
+-- Where a job stands relative to a lease: used after a write whose outcome is unknown. ours: the last
+-- write was this lease's record (finish_job leaves recorded_lease); a reset or a rescue never does.
+SELECT status, lease_token = %(recorded_lease)s::uuid AS ours FROM processing_jobs WHERE id = %(id)s;
 
 -- name: get_file
 -- The file row a job points at.
@@ -300,12 +305,17 @@ WITH stale AS (
                AS overdue
     FROM processing_jobs
     WHERE status = 'processing'
-      AND (heartbeat_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(stale_after_seconds)s::float8)
-           OR started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8)
-           -- a daemon starting under the id of one that died (systemd restarts, stable ids) rescues
-           -- that run's jobs at once and charges them: a job that crashes its daemon must use up
-           -- its attempts rather than crash it forever
-           OR locked_by = %(restarted_worker)s::text)
+      AND (((heartbeat_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(stale_after_seconds)s::float8)
+             -- a daemon starting under the id of one that died (systemd restarts, stable ids) rescues
+             -- that run's jobs at once and charges them: a job that crashes its daemon must use up
+             -- its attempts rather than crash it forever
+             OR locked_by = %(restarted_worker)s::text)
+            -- never a job the rescuing daemon holds (runs, records, or claimed next): after an outage
+            -- longer than stale_after_seconds its heartbeat is old, yet its run is alive and will be
+            -- recorded; rescuing it would run it a second time. Other daemons still may, by the lease.
+            AND NOT (locked_by = %(worker_id)s::text AND id = ANY (%(held_ids)s::uuid[])))
+           -- the ceiling holds for every job: failing it runs nothing twice
+           OR started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8))
     FOR UPDATE SKIP LOCKED
 ), decided AS (
     SELECT s.*,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.acceptance.daemon import Daemon
+from tests.acceptance.daemon import Daemon, NotifySocket
 
 
 @pytest.fixture
@@ -16,3 +17,11 @@ def daemons() -> Iterator[list[Daemon]]:
     yield started
     for d in started:
         d.stop()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    """The systemd side of the notify protocol: every datagram a daemon sends, with its arrival time."""
+    s = NotifySocket(tmp_path / "notify")
+    yield s
+    s.close()

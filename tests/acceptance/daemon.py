@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -100,3 +101,50 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+
+class NotifySocket:
+    """The systemd side: a datagram socket that records (time, message) as they arrive."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._halt.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            with self._cond:
+                self.messages.append((time.monotonic(), data.decode()))
+                self._cond.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 30.0, after: float = 0.0) -> float:
+        """When a message containing text arrived (after a given time)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for at, message in self.messages:
+                    if at >= after and text in message:
+                        return at
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {text!r} in {timeout}s; got {[m for _, m in self.messages]}")
+                self._cond.wait(min(left, 0.2))
+
+    def times(self, text: str) -> list[float]:
+        with self._cond:
+            return [at for at, message in self.messages if message == text]
+
+    def close(self) -> None:
+        self._halt.set()
+        self._thread.join(5)
+        self.sock.close()

@@ -242,9 +242,13 @@ def test_a_frozen_daemons_job_process_ends_before_its_job_can_be_rescued(
         daemon.stop()
 
 
-def test_a_cancel_that_comes_before_its_job_reaches_the_job_process_is_kept(conn: Conn, make_config: Any) -> None:
+def test_a_cancel_that_comes_before_its_job_reaches_the_job_process_is_kept(
+    conn: Conn, make_config: Any
+) -> None:
     # the cancel and the job travel on two pipes, read by two threads of the job process
-    config: Config = make_config(job_processing={"execution_mode": "process"}, daemon={"cancel_grace_seconds": 60})
+    config: Config = make_config(
+        job_processing={"execution_mode": "process"}, daemon={"cancel_grace_seconds": 60}
+    )
     worker = Worker(config)
     try:
         for _ in range(5):

@@ -4,76 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.acceptance.daemon import Daemon, write_config
+from tests.acceptance.daemon import Daemon, NotifySocket, write_config
 from tests.factories import insert_job, job
 
 pytestmark = pytest.mark.acceptance
 
 WATCHDOG_SECONDS = 1.2
-
-
-class NotifySocket:
-    """The systemd side: a datagram socket that records (time, message) as they arrive."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.messages: list[tuple[float, str]] = []
-        self._cond = threading.Condition()
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._halt.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            with self._cond:
-                self.messages.append((time.monotonic(), data.decode()))
-                self._cond.notify_all()
-
-    def wait_for(self, text: str, timeout: float = 30.0, after: float = 0.0) -> float:
-        """When a message containing text arrived (after a given time)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for at, message in self.messages:
-                    if at >= after and text in message:
-                        return at
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no {text!r} in {timeout}s; got {[m for _, m in self.messages]}")
-                self._cond.wait(min(left, 0.2))
-
-    def times(self, text: str) -> list[float]:
-        with self._cond:
-            return [at for at, message in self.messages if message == text]
-
-    def close(self) -> None:
-        self._halt.set()
-        self._thread.join(5)
-        self.sock.close()
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    s = NotifySocket(tmp_path / "notify")
-    yield s
-    s.close()
 
 
 def test_notify_protocol_of_a_real_daemon(

@@ -120,6 +120,7 @@ def test_the_other_worker_statements_are_probes_too(conn: Conn, worker_conn: Con
         **ARGS,
         "id": "gen_random_uuid()",
         "lease_token": "gen_random_uuid()",
+        "recorded_lease": "gen_random_uuid()",
         "status": "'completed'",
         "delay_seconds": "0",
         "retry_increment": "0",

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import structlog.testing
 
 from jobcron import store
 from jobcron.config import Config
@@ -451,3 +452,108 @@ def test_a_paused_head_job_does_not_hold_back_the_users_other_jobs(conn: Conn) -
             "UPDATE processing_jobs SET status = 'pending', lease_token = NULL, user_slot = NULL, heartbeat_at = NULL WHERE id = %s",
             (wanted,),
         )
+
+
+def test_a_stopped_worker_leaves_no_housekeeper_to_register_it_again(conn: Conn, config: Config) -> None:
+    # the housekeeper's worker heartbeat re-inserts a missing job_workers row: one still running after
+    # the shutdown unregistered the worker brought a stopped daemon back to life in `job_cron workers`
+    insert_job(conn, job_type="noop")
+    worker = Worker(config, once=True)
+    assert worker.run() == 0
+    assert not worker.housekeeper.is_alive() and not worker.watchdog.is_alive()
+    worker.housekeeper._worker_heartbeat(conn)  # a heartbeat that was already under way
+    assert conn.execute("SELECT count(*) AS n FROM job_workers").fetchone() == {"n": 0}
+
+
+# seed 003's emergency SQL, as an operator pastes it into psql
+BLIND_RESET = "UPDATE processing_jobs SET status = 'pending', started_at = NULL WHERE status = 'processing'"
+
+
+@pytest.mark.parametrize("last_job", [True, False], ids=["the daemon's last job", "claiming on"])
+def test_a_run_whose_job_an_operator_reset_records_nothing_and_says_so(
+    conn: Conn, config: Config, last_job: bool
+) -> None:
+    # the reset leaves the run's lease token on the now-pending row: that must not pass for the run's
+    # own record whose answer was lost
+    job_id = insert_job(conn, job_type="with_insights")
+    with structlog.testing.capture_logs() as logs:
+        worker = Worker(config, max_jobs=1 if last_job else None)
+        worker.on_job_start = lambda _job: conn.execute(BLIND_RESET)
+        assert worker.run_once()
+    events = [e["event"] for e in logs]
+    assert "lease_lost" in events and "job_completed" not in events, events
+    assert conn.execute("SELECT count(*) AS n FROM insights").fetchone() == {"n": 0}
+    if last_job:  # nothing claimed after it: the job waits for the next daemon, not charged by this run's end
+        assert job(conn, job_id)["status"] == "pending" and job_id not in worker._held
+        return
+    # the claim that shared the record's transaction took the reset job again: it is held, as the next job
+    row = job(conn, job_id)
+    assert row["status"] == "processing" and row["attempts"] == 2
+    assert worker._next is not None and worker._next.id == job_id
+    assert job_id in worker._held
+    worker.on_job_start = None
+    assert worker.run_once()
+    assert job(conn, job_id)["status"] == "completed"
+    assert conn.execute("SELECT count(*) AS n FROM insights").fetchone() == {"n": 2}
+    assert job_id not in worker._held
+
+
+def test_a_record_leaves_a_mark_only_the_lease_holder_can_leave(conn: Conn, config: Config) -> None:
+    recorded = insert_job(conn, job_type="noop")
+    reset = insert_job(conn, job_type="noop")
+    params = store.ClaimParams(worker_id="w")
+    first = store.claim(conn, params).job
+    second = store.claim(conn, params).job
+    assert first is not None and first.id == recorded and second is not None and second.id == reset
+    outcome, _running = Worker(config)._execute(first)
+    assert store.finish(conn, first, outcome)
+    conn.execute(BLIND_RESET)
+    assert store.job_lease_state(conn, recorded, first.lease_token) == {"status": "completed", "ours": True}
+    assert store.job_lease_state(conn, reset, second.lease_token) == {"status": "pending", "ours": False}
+    # and the heartbeat of the reset run finds its lease gone, before and after a new claim
+    assert store.heartbeat_job(conn, reset, second.lease_token) is None
+    again = store.claim(conn, params).job
+    assert again is not None and again.id == reset
+    assert store.heartbeat_job(conn, reset, second.lease_token) is None
+    assert store.job_lease_state(conn, reset, second.lease_token) == {"status": "processing", "ours": False}
+
+
+def test_a_daemon_never_rescues_a_job_it_holds(conn: Conn, make_config: Any) -> None:
+    # an outage longer than stale_after_seconds: the heartbeat of the job this daemon runs could not be
+    # written, and its own rescue comes back first
+    config: Config = make_config(workflows=workflows.ALL, daemon={"stale_after_seconds": 1})
+    job_id = insert_job(conn, job_type="with_insights")
+    other = insert_job(conn, status="processing", locked_by="gone-worker")
+    stale = "UPDATE processing_jobs SET heartbeat_at = now() - interval '1 hour' WHERE status = 'processing'"
+    worker = Worker(config, worker_id="holder")
+    rescued: list[str] = []
+
+    def outage_longer_than_stale_after(_job: Any) -> None:
+        conn.execute(stale)
+        rescued.extend(worker.housekeeper.rescue(conn))
+
+    worker.on_job_start = outage_longer_than_stale_after
+    assert worker.run_once()
+    assert rescued == [other]  # a dead daemon's job is still rescued
+    row = job(conn, job_id)
+    assert row["status"] == "completed" and row["attempts"] == 1 and row["retry_count"] == 0
+    assert conn.execute("SELECT count(*) AS n FROM insights WHERE job_id = %s", (job_id,)).fetchone() == {
+        "n": 2
+    }
+
+
+def test_another_daemon_still_rescues_a_held_job_whose_heartbeat_is_old(conn: Conn) -> None:
+    # the exception is for the holder alone: for everyone else a stale heartbeat is a lost worker
+    job_id = insert_job(conn, status="processing", locked_by="holder")
+    conn.execute(
+        "UPDATE processing_jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (job_id,)
+    )
+    rules = {
+        "stale_after_seconds": 60,
+        "max_processing_seconds": 7200,
+        "retry_failed_jobs": True,
+        "default_max_retries": 3,
+    }
+    assert store.rescue_stale_jobs(conn, worker_id="holder", held_ids=[job_id], **rules) == []
+    rows = store.rescue_stale_jobs(conn, worker_id="other", held_ids=[job_id], **rules)
+    assert [str(r["id"]) for r in rows] == [job_id]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import structlog
 from jobcron.config import load_config
 from jobcron.housekeeper import Housekeeper
 from jobcron.sdnotify import Notifier
+from jobcron.watchdog import Watchdog
 
 
 @pytest.fixture
@@ -75,23 +77,64 @@ def test_watchdog_is_for_this_process_only() -> None:
     assert Notifier({"WATCHDOG_USEC": "soon"}).watchdog_seconds is None
 
 
-def test_watchdog_pings_only_while_the_loop_ticks(notify_socket: tuple[str, socket.socket]) -> None:
-    path, sock = notify_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
-    keeper = Housekeeper(
-        load_config(None, {}),
+def _keeper(notifier: Notifier, **database: float) -> Housekeeper:
+    return Housekeeper(
+        load_config(None, {}, {"database": database} if database else None),
         "w1",
         structlog.get_logger(),
         notifier,
         on_grace_expired=lambda conn, running: None,
     )
+
+
+def test_watchdog_pings_only_while_the_loop_ticks(notify_socket: tuple[str, socket.socket]) -> None:
+    path, sock = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+    keeper = _keeper(notifier)
+    dog = Watchdog(notifier, alive=keeper.loop_alive, stopping=lambda: False)
     now = time.monotonic()
     keeper.loop_tick = now
-    keeper._watchdog(now, None)
+    dog.tick(now)
     assert received(sock) == ["WATCHDOG=1"]
     # within a third of the interval it does not ping again
-    keeper._watchdog(now + 0.1, None)
+    dog.tick(now + 0.1)
     assert received(sock) == []
     # a loop that has not ticked for longer than WatchdogSec is hung: silence lets systemd restart it
-    keeper._watchdog(now + 5, None)
+    dog.tick(now + 5)
     assert received(sock) == []
+
+
+def test_a_loop_waiting_for_a_statement_stays_alive_until_the_server_must_have_ended_it(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    # a lock timeout longer than WatchdogSec: a statement waiting for another session's lock is the loop
+    # waiting, not a hung loop, for as long as the server lets it wait (connect + lock timeout)
+    path, sock = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+    keeper = _keeper(notifier, connect_timeout_seconds=2, lock_timeout_seconds=10)
+    dog = Watchdog(notifier, alive=keeper.loop_alive, stopping=lambda: False)
+    now = time.monotonic()
+    keeper.loop_tick = keeper.loop_db_since = now
+    dog.tick(now + 11)
+    assert received(sock) == ["WATCHDOG=1"]
+    dog.tick(now + 14)  # past 2 + 10 + WatchdogSec: the statement should have ended long ago
+    assert received(sock) == []
+    keeper.loop_db_since = None  # it returned; the loop ticks again
+    keeper.loop_tick = now + 15
+    dog.tick(now + 15)
+    assert received(sock) == ["WATCHDOG=1"]
+
+
+def test_stopping_is_announced_once_without_waiting_for_the_next_ping(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    path, sock = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    stop = threading.Event()
+    dog = Watchdog(notifier, alive=lambda now: True, stopping=stop.is_set)
+    dog.tick(time.monotonic())
+    assert received(sock) == []
+    stop.set()
+    dog.tick(time.monotonic())
+    dog.tick(time.monotonic())
+    assert received(sock) == ["STOPPING=1\nSTATUS=stopping"]
