@@ -4,7 +4,7 @@
 
 Writes the CSV (fixed seed; 12 columns: dates, categories, a high-cardinality customer column,
 measures with a trend, outliers and a correlation), then analyses it in a fresh child process that
-first imports the daemon (jobcron.worker), so the figures are those of a daemon's process. Prints
+first imports the daemon (jobcron.daemon.worker), so the figures are those of a daemon's process. Prints
 one JSON object: file size, rows, seconds, rows/s, MB/s, the baseline and peak RSS, and whether
 the peak stayed under BOUND_MB. Exit code 0 when it did, 1 when it did not.
 """
@@ -66,7 +66,7 @@ def child(root: str, name: str) -> dict[str, Any]:
     """Run in a fresh process: import the daemon, then analyse the file; report time and memory."""
     import structlog
 
-    import jobcron.worker  # noqa: F401 - a daemon's baseline: psycopg, structlog, the loop
+    import jobcron.daemon.worker  # noqa: F401 - a daemon's baseline: psycopg, structlog, the loop
     from jobcron.workflows import BUILTINS
     from jobcron.workflows.base import FileInfo, WorkflowContext, WorkflowSettings
 

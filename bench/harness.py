@@ -92,7 +92,7 @@ class Server:
         if dsn:
             self.admin_dsn, self.source = dsn, "env"
         else:
-            from jobcron.embedded import EmbeddedServer
+            from jobcron.dev.embedded import EmbeddedServer
 
             # fsync stays on: the figures are compared with pgbench on the same server either way,
             # but a server that never flushes would flatter the commit-bound workloads

@@ -25,9 +25,11 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from jobcron import bulk, migrate, ops_jobs, ops_status
+from jobcron import bulk, migrate
+from jobcron.admin import jobs as admin_jobs
+from jobcron.admin import status as admin_status
+from jobcron.client import enqueue_many
 from jobcron.config import load_config
-from jobcron.producer import enqueue_many
 
 ADMIN_DSN = os.environ.get("JOBCRON_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 FINISHED = 1_000_000
@@ -118,7 +120,7 @@ def build(conn: psycopg.Connection[dict[str, Any]], finished: int = FINISHED) ->
 
 def latencies(conn: psycopg.Connection[dict[str, Any]], config: Any) -> dict[str, Any]:
     """status and jobs list variants, in-process."""
-    out: dict[str, Any] = {"status": median_ms(lambda: ops_status.collect_status(conn, config))}
+    out: dict[str, Any] = {"status": median_ms(lambda: admin_status.collect_status(conn, config))}
     variants: dict[str, dict[str, Any]] = {
         "default": {},
         "status_pending": {"statuses": ["pending"]},
@@ -132,9 +134,9 @@ def latencies(conn: psycopg.Connection[dict[str, Any]], config: Any) -> dict[str
         "limit_1000": {"limit": 1000},
     }
     for name, kwargs in variants.items():
-        out[f"jobs_list_{name}"] = median_ms(lambda kw=kwargs: ops_jobs.list_jobs(conn, **kw))
+        out[f"jobs_list_{name}"] = median_ms(lambda kw=kwargs: admin_jobs.list_jobs(conn, **kw))
     out["health"] = median_ms(
-        lambda: ops_status.collect_health(conn, config, ops_status.HealthThresholds()), runs=3
+        lambda: admin_status.collect_health(conn, config, admin_status.HealthThresholds()), runs=3
     )
     return out
 

@@ -24,8 +24,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from jobcron import migrate, store
-from jobcron.schedule_rules import ScheduleSpec
-from jobcron.schedules import FIRED, fire_due, first_run
+from jobcron.schedules.firing import FIRED, fire_due, first_run
+from jobcron.schedules.rules import ScheduleSpec
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 DUE = datetime(2026, 3, 1, 0, 5, tzinfo=UTC)

@@ -9,7 +9,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from jobcron.producer import enqueue, enqueue_many
+    from jobcron.client import enqueue, enqueue_many
 
 __all__ = ["__version__", "enqueue", "enqueue_many"]
 
@@ -17,7 +17,7 @@ __all__ = ["__version__", "enqueue", "enqueue_many"]
 def __getattr__(name: str) -> Any:
     """`jobcron.enqueue` and `jobcron.enqueue_many`, imported on first use so `import jobcron` stays cheap."""
     if name in ("enqueue", "enqueue_many"):
-        from jobcron import producer
+        from jobcron import client
 
-        return getattr(producer, name)
+        return getattr(client, name)
     raise AttributeError(f"module 'jobcron' has no attribute {name!r}")

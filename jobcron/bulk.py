@@ -17,8 +17,8 @@ from typing import Any, TextIO
 import psycopg
 
 from jobcron import store
+from jobcron.client import DEFAULT_MAX_METADATA_BYTES, KNOWN, check_fields, copy_row, time_ordered_ids
 from jobcron.errors import InvalidInput
-from jobcron.producer import DEFAULT_MAX_METADATA_BYTES, KNOWN, check_fields, copy_row, time_ordered_ids
 
 FORMATS = ("jsonl", "csv")
 MAX_REPORTED = 20

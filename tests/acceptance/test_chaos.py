@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos_check import check
-from tests.chaos_run import ChaosRun, ChaosSettings
+from tests.chaos.check import check
+from tests.chaos.run import ChaosRun, ChaosSettings
 
 pytestmark = pytest.mark.acceptance
 

@@ -86,7 +86,7 @@ def test_an_unknown_database_or_role_exits_2_at_once(
 @pytest.fixture
 def password_server(server_dir: Path) -> Iterator[Any]:
     """A private server where role jobcron_pw must give its password (the shared one trusts 127.0.0.1)."""
-    from jobcron.embedded import EmbeddedServer
+    from jobcron.dev.embedded import EmbeddedServer
 
     server = EmbeddedServer(data_dir=server_dir / "data", fast=True)
     server.start()

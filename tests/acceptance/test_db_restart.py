@@ -20,7 +20,9 @@ pytestmark = pytest.mark.acceptance
 
 @pytest.fixture
 def private_server(server_dir: Path) -> Iterator[object]:
-    embedded = pytest.importorskip("jobcron.embedded", reason="the private-server module is not available")
+    embedded = pytest.importorskip(
+        "jobcron.dev.embedded", reason="the private-server module is not available"
+    )
     server = embedded.EmbeddedServer(data_dir=server_dir / "data", fast=True)
     server.start()
     yield server

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from jobcron.config import Config
-from jobcron.worker import Worker
+from jobcron.daemon.worker import Worker
 from tests import workflows
 from tests.acceptance.daemon import Daemon, write_config
 from tests.factories import insert_job, job
@@ -177,12 +177,15 @@ def test_a_killed_daemons_job_process_dies_with_it(conn: Conn, dsn: str, tmp_pat
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return "gone"
 
 
 def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
 
 
 def test_the_job_process_is_warm_before_the_first_job_and_nothing_outlives_the_daemon(

@@ -46,7 +46,7 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone between the open and the read
         return False
 
 
@@ -135,7 +135,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def private_server(server_dir: Path) -> Iterator[Any]:
-    from jobcron.embedded import EmbeddedServer
+    from jobcron.dev.embedded import EmbeddedServer
 
     # a fixed port: the server comes back where the daemon looks for it
     server = EmbeddedServer(data_dir=server_dir / "data", port=free_port(), fast=True)

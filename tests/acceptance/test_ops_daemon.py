@@ -131,7 +131,7 @@ def test_pause_stops_claiming_and_resume_restarts_with_metrics(
 
 def test_metrics_port_without_prometheus_client_exits_2(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    monkeypatch.delitem(sys.modules, "jobcron.metrics", raising=False)
+    monkeypatch.delitem(sys.modules, "jobcron.daemon.metrics", raising=False)
     result = run(dsn, "run", "--once", "--metrics-port", "9999")
     assert result.exit_code == 2
     assert result.stderr == (

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from jobcron import store
-from jobcron.schedule_rules import ScheduleSpec, latest_due
-from jobcron.schedules import first_run
+from jobcron.schedules.firing import first_run
+from jobcron.schedules.rules import ScheduleSpec, latest_due
 from tests.acceptance.daemon import Daemon, write_config
 from tests.integration.test_schedules import add
 

@@ -28,7 +28,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def private_server(server_dir: Path) -> Iterator[Any]:
-    from jobcron.embedded import EmbeddedServer
+    from jobcron.dev.embedded import EmbeddedServer
 
     server = EmbeddedServer(data_dir=server_dir / "data", fast=True)
     server.start()

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from jobcron.config import Config
-from jobcron.worker import Worker
+from jobcron.daemon.worker import Worker
 from tests.factories import insert_file, insert_job, job
 
 Conn = psycopg.Connection[dict[str, Any]]

@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from jobcron import embedded
-from jobcron.embedded import DataDirInUse, EmbeddedServer, find_binaries
+from jobcron.dev import embedded
+from jobcron.dev.embedded import DataDirInUse, EmbeddedServer, find_binaries
 from jobcron.errors import JobCronError
 
 # real initdb and postmaster processes, a few seconds in all: part of the default (CI) run

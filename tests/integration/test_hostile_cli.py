@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobcron.producer import FIELDS
+from jobcron.client import FIELDS
 from tests.ops_cli import run
 
 BOUNDED = settings(

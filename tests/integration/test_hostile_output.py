@@ -17,7 +17,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from jobcron import logs
-from jobcron.worker import Worker
+from jobcron.daemon.worker import Worker
 from tests.factories import insert_file, insert_job
 from tests.ops_cli import run
 

@@ -18,9 +18,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from jobcron import ops_jobs, store
+from jobcron import store
+from jobcron.admin import jobs as admin_jobs
 from jobcron.config import Config
-from jobcron.worker import Worker
+from jobcron.daemon.worker import Worker
 from tests.ops_cli import run
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -202,7 +203,7 @@ def test_huge_metadata_is_neither_fetched_nor_printed_by_jobs_show(
     raised = run(dsn, "jobs", "show", row["id"], "--max-bytes", "3000000")
     assert raised.exit_code == 0 and '"blob": "xxxx' in raised.stdout and '"token": "***"' in raised.stdout
     # the operator query measures the value on the server and leaves it there
-    fetched = store.ops_job_show(conn, row["id"], ops_jobs.SHOW_MAX_BYTES)
+    fetched = store.ops_job_show(conn, row["id"], admin_jobs.SHOW_MAX_BYTES)
     assert fetched is not None and fetched["metadata"] is None and fetched["metadata_bytes"] == 2_000_031
 
 

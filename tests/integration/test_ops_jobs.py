@@ -8,7 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from jobcron import ops_jobs, store
+from jobcron import store
+from jobcron.admin import jobs as admin_jobs
 from jobcron.config import Config
 from jobcron.errors import InvalidInput, JobCronError, JobNotFound
 from tests.factories import insert_file, insert_job, job
@@ -57,7 +58,7 @@ def test_list_rejects_bad_arguments(conn: Conn, dsn: str) -> None:
     assert run(dsn, "jobs", "list", "--status", "stuck").exit_code == 2
     assert run(dsn, "jobs", "list", "--limit", "0").exit_code == 2
     with pytest.raises(InvalidInput, match="unknown status"):
-        ops_jobs.list_jobs(conn, statuses=["stuck"])
+        admin_jobs.list_jobs(conn, statuses=["stuck"])
 
 
 def test_show_has_everything(conn: Conn, dsn: str) -> None:
@@ -178,7 +179,7 @@ def test_retry_refuses_when_the_dedup_key_is_taken(conn: Conn) -> None:
     old = insert_job(conn, job_type="noop", status="failed", completed_at=NOW, dedup_key="nightly")
     insert_job(conn, job_type="noop", dedup_key="nightly")
     with pytest.raises(JobCronError, match="dedup_key 'nightly'"):
-        ops_jobs.retry_job(conn, old)
+        admin_jobs.retry_job(conn, old)
     assert job(conn, old)["status"] == "failed"
 
 
@@ -198,7 +199,7 @@ def test_reset_stale_takes_only_jobs_whose_worker_went_silent(conn: Conn, dsn: s
         retry_count=2,
         max_retries=2,
     )
-    preview = ops_jobs.reset_stale(conn, config, dry_run=True)
+    preview = admin_jobs.reset_stale(conn, config, dry_run=True)
     assert {j["id"] for j in preview["jobs"]} == {stale, spent}
     assert job(conn, stale)["status"] == "processing"
 
@@ -243,7 +244,7 @@ def test_purge_deletes_old_finished_jobs_and_keeps_insights(conn: Conn, dsn: str
     )
     assert run_json(dsn, "jobs", "purge", "--older-than", "30d", "--dry-run")["jobs"] == 4
     assert run_json(dsn, "jobs", "purge", "--older-than", "30d", "--status", "failed")["jobs"] == 1
-    assert ops_jobs.purge(conn, older_than_seconds=30 * 86400, batch=2)["jobs"] == 3
+    assert admin_jobs.purge(conn, older_than_seconds=30 * 86400, batch=2)["jobs"] == 3
     left = {r["id"] for r in conn.execute("SELECT id::text AS id FROM processing_jobs")}
     assert left == {recent, waiting}
     assert conn.execute("SELECT job_id, content FROM insights").fetchone() == {
@@ -258,7 +259,7 @@ def test_purge_rejects_bad_arguments(conn: Conn, dsn: str) -> None:
     assert run(dsn, "jobs", "purge").exit_code == 2
     assert run(dsn, "jobs", "purge", "--older-than", "1d", "--status", "pending").exit_code == 2
     with pytest.raises(InvalidInput, match="only finished jobs"):
-        ops_jobs.purge(conn, older_than_seconds=1, statuses=["processing"])
+        admin_jobs.purge(conn, older_than_seconds=1, statuses=["processing"])
 
 
 def test_pause_and_resume(conn: Conn, dsn: str) -> None:
@@ -278,6 +279,6 @@ def test_pause_and_resume(conn: Conn, dsn: str) -> None:
 
 def test_unknown_job_raises_not_found(conn: Conn) -> None:
     with pytest.raises(JobNotFound):
-        ops_jobs.show_job(conn, MISSING)
+        admin_jobs.show_job(conn, MISSING)
     with pytest.raises(JobNotFound):
-        ops_jobs.cancel_job(conn, MISSING)
+        admin_jobs.cancel_job(conn, MISSING)

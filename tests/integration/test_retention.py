@@ -9,7 +9,7 @@ import psycopg
 
 from jobcron import store
 from jobcron.config import Config
-from jobcron.worker import Worker
+from jobcron.daemon.worker import Worker
 from tests.factories import insert_job
 
 Conn = psycopg.Connection[dict[str, Any]]

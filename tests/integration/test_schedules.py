@@ -11,8 +11,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from jobcron import store
-from jobcron.schedule_rules import ScheduleSpec
-from jobcron.schedules import DUPLICATE, FAILED, FIRED, INVALID, SKIPPED, fire_due, first_run
+from jobcron.schedules.firing import DUPLICATE, FAILED, FIRED, INVALID, SKIPPED, fire_due, first_run
+from jobcron.schedules.rules import ScheduleSpec
 
 Conn = psycopg.Connection[dict[str, Any]]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

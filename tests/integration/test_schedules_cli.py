@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from jobcron.cli import cli
-from jobcron.schedules import fire_due
+from jobcron.schedules.firing import fire_due
 
 Conn = psycopg.Connection[dict[str, Any]]
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from jobcron import store
 from jobcron.config import Config
-from jobcron.worker import Worker
+from jobcron.daemon.worker import Worker
 from jobcron.workflows.base import WorkflowContext
 from tests.factories import insert_job, job
 
@@ -211,27 +211,27 @@ def test_a_head_of_blocked_jobs_is_parked_and_its_next_job_returns_when_the_user
 def test_a_paused_type_at_the_head_is_parked_and_resuming_brings_it_back(
     conn: Conn, make_config: Any
 ) -> None:
-    from jobcron import ops_jobs
+    from jobcron.admin import jobs as admin_jobs
 
     paused = [insert_job(conn, job_type="report") for _ in range(40)]
     other = insert_job(conn, job_type="noop")
-    ops_jobs.pause(conn, "report", by="test")
+    admin_jobs.pause(conn, "report", by="test")
     worker = Worker(make_config())
     claimed = worker.claim()
     assert claimed is not None and claimed.id == other
     assert _parked(conn) == 32
-    ops_jobs.resume(conn, "report")
+    admin_jobs.resume(conn, "report")
     assert _parked(conn) == 0  # the resume's trigger put them back, in their place in the queue
     claimed = worker.claim()
     assert claimed is not None and claimed.id == paused[0]
 
 
 def test_the_seed_003_emergency_reset_runs_after_a_cancel_request(conn: Conn, make_config: Any) -> None:
-    from jobcron import ops_jobs
+    from jobcron.admin import jobs as admin_jobs
 
     running = insert_job(conn, job_type="noop", user_id="A", status="processing", user_slot=1)
     other = insert_job(conn, job_type="noop", status="processing")
-    ops_jobs.cancel_job(conn, running, by="test")
+    admin_jobs.cancel_job(conn, running, by="test")
     # the operator's blind reset is not refused; the job whose cancel was asked for ends cancelled
     conn.execute(
         "UPDATE processing_jobs SET status = 'pending', started_at = NULL WHERE status = 'processing'"

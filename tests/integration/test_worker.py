@@ -14,7 +14,7 @@ import structlog.testing
 
 from jobcron import store
 from jobcron.config import Config
-from jobcron.worker import Worker
+from jobcron.daemon.worker import Worker
 from tests import workflows
 from tests.factories import insert_file, insert_job, job
 

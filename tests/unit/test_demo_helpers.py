@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobcron.demo import JobReport, describe_insight, render, reset_state, sample_files
+from jobcron.dev.demo import JobReport, describe_insight, render, reset_state, sample_files
 from jobcron.errors import JobCronError
 
 

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
+from jobcron.client import time_ordered_ids
 from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
 from jobcron.errors import InvalidInput
-from jobcron.producer import time_ordered_ids
 
 
 @pytest.mark.parametrize(

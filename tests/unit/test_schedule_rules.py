@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from jobcron.config import load_config
 from jobcron.errors import ConfigError
-from jobcron.schedule_rules import (
+from jobcron.schedules.rules import (
     ScheduleError,
     ScheduleSpec,
     describe,

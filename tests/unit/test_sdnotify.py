@@ -13,9 +13,9 @@ import pytest
 import structlog
 
 from jobcron.config import load_config
-from jobcron.housekeeper import Housekeeper
-from jobcron.sdnotify import Notifier
-from jobcron.watchdog import Watchdog
+from jobcron.daemon.housekeeper import Housekeeper
+from jobcron.daemon.sdnotify import Notifier
+from jobcron.daemon.watchdog import Watchdog
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from jobcron import logs, migrate
-from jobcron.cli_common import EXIT_CONFIG, CliState, fail, handled, load_or_exit, open_db
+from jobcron.cli.common import EXIT_CONFIG, CliState, fail, handled, load_or_exit, open_db
 from jobcron.config import DEFAULT_CONFIG_PATH, config_as_dict
 from jobcron.errors import ConfigError
 
@@ -140,9 +140,9 @@ def run_cmd(
     metrics_addr: str,
 ) -> None:
     """Run the daemon: claim, run and record jobs until SIGTERM."""
-    from jobcron import signals
-    from jobcron.sdnotify import Notifier
-    from jobcron.worker import Worker
+    from jobcron.daemon import signals
+    from jobcron.daemon.sdnotify import Notifier
+    from jobcron.daemon.worker import Worker
 
     daemon_flags: dict[str, Any] = {"interval_seconds": interval}
     if no_listen:
@@ -160,25 +160,25 @@ def run_cmd(
             notifier=Notifier(),
         )
         if metrics_port is not None:
-            from jobcron.cli_ops import start_metrics
+            from jobcron.cli.ops import start_metrics
 
             start_metrics(worker, metrics_port, metrics_addr)
         signals.install(worker)
         sys.exit(worker.run())
 
 
-from jobcron.cli_demo import demo_cmd  # noqa: E402
+from jobcron.cli.demo import demo_cmd  # noqa: E402
 
 cli.add_command(demo_cmd)
 
 
-from jobcron.cli_schedules import schedules_group  # noqa: E402
+from jobcron.cli.schedules import schedules_group  # noqa: E402
 
 cli.add_command(schedules_group)
 
 
-from jobcron.cli_jobs import enqueue_cmd, jobs_group  # noqa: E402
-from jobcron.cli_ops import health_cmd, pause_cmd, resume_cmd, status_cmd, workers_cmd  # noqa: E402
+from jobcron.cli.jobs import enqueue_cmd, jobs_group  # noqa: E402
+from jobcron.cli.ops import health_cmd, pause_cmd, resume_cmd, status_cmd, workers_cmd  # noqa: E402
 
 cli.add_command(status_cmd)
 cli.add_command(jobs_group)

@@ -11,10 +11,11 @@ import click
 import psycopg
 
 from jobcron import store
-from jobcron.cli_common import EXIT_CONFIG, EXIT_ERROR, CliState, fail, handled, load_or_exit, open_db
-from jobcron.cli_render import echo
+from jobcron.cli.common import EXIT_CONFIG, EXIT_ERROR, CliState, fail, handled, load_or_exit, open_db
+from jobcron.cli.render import echo
 from jobcron.db import Connection
-from jobcron.schedule_rules import (
+from jobcron.schedules.firing import first_run, spec_from_row, state_of
+from jobcron.schedules.rules import (
     ALL_KIND_FIELDS,
     KIND_FIELDS,
     KINDS,
@@ -26,7 +27,6 @@ from jobcron.schedule_rules import (
     validate,
     zone,
 )
-from jobcron.schedules import first_run, spec_from_row, state_of
 from jobcron.terminal import printable_data
 
 TEMPLATE_FIELDS = (

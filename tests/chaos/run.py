@@ -1,12 +1,12 @@
 """The chaos run: real daemons on a private PostgreSQL, killed, stopped and restarted while they work.
 
-`ChaosRun(settings).run()` starts a private server (jobcron.embedded.EmbeddedServer, its own port, in
+`ChaosRun(settings).run()` starts a private server (jobcron.dev.embedded.EmbeddedServer, its own port, in
 a folder of its own), N `job_cron run` processes and an enqueuer, then for `seconds` a chaos loop:
 SIGKILL or SIGTERM a random daemon and start it again (under the same --worker-id half the time, as
 systemd does, else under a new one), cancel a random job now and then, and restart the server at
 evenly spaced moments (alternately a clean `pg_ctl stop -m fast` and a SIGKILL of the postmaster,
 i.e. a crash with recovery). Then it lets the daemons drain the queue, stops them and hands
-everything it recorded to tests.chaos_check, which asserts the promises and computes the figures.
+everything it recorded to tests.chaos.check, which asserts the promises and computes the figures.
 
 Workflows run inline on purpose: a SIGKILLed daemon takes its running job down with it at that
 instant, so "a killed worker's job ended when its process died" is a fact the checker can use. (In
@@ -35,9 +35,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from jobcron import migrate
-from jobcron.embedded import EmbeddedServer
+from jobcron.dev.embedded import EmbeddedServer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 Conn = psycopg.Connection[dict[str, Any]]
 
 
@@ -102,7 +102,7 @@ class Recorded:
 def daemon_config(settings: ChaosSettings) -> dict[str, Any]:
     """The daemons' config.json: small timers so that rescues happen within the run."""
     return {
-        "workflows": {"chaos": "tests.chaos_workflows:chaos"},
+        "workflows": {"chaos": "tests.chaos.workflows:chaos"},
         "scheduler_settings": {
             "max_concurrent_jobs_per_user": settings.user_limit,
             "max_retries": 3,
@@ -355,7 +355,7 @@ class ChaosRun:
 
     def cancel_one(self) -> None:
         """Cancel a random enqueued job through the operator function (pending: at once; running: via its daemon)."""
-        from jobcron import ops_jobs
+        from jobcron.admin import jobs as admin_jobs
         from jobcron.db import connect_dsn
         from jobcron.errors import JobCronError
 
@@ -368,7 +368,7 @@ class ChaosRun:
             )  # before the call: a call cut by a restart may still have landed
         try:
             with connect_dsn(self.server.dsn) as conn:
-                done = ops_jobs.cancel_job(conn, job_id, by="chaos")
+                done = admin_jobs.cancel_job(conn, job_id, by="chaos")
             self.event("cancel", job_id=job_id, action=done["action"])
         except (JobCronError, psycopg.Error) as exc:
             self.event("cancel_refused", job_id=job_id, error=str(exc)[:120])

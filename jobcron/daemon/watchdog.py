@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from jobcron.sdnotify import Notifier
+from jobcron.daemon.sdnotify import Notifier
 
 TICK_SECONDS = 0.1
 

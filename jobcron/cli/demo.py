@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from jobcron import logs
-from jobcron.cli_common import EXIT_ERROR, CliState, fail, handled, load_or_exit
-from jobcron.cli_render import echo
-from jobcron.demo import DEFAULT_JOB_TYPE, DEFAULT_STATE_DIR, SAMPLES_DIR, DemoOptions, run_demo
+from jobcron.cli.common import EXIT_ERROR, CliState, fail, handled, load_or_exit
+from jobcron.cli.render import echo
+from jobcron.dev.demo import DEFAULT_JOB_TYPE, DEFAULT_STATE_DIR, SAMPLES_DIR, DemoOptions, run_demo
 
 
 @click.command("demo")
@@ -56,7 +56,7 @@ def demo_cmd(
 
     Without DATABASE_URL / POSTGRES_URL an embedded PostgreSQL runs in --state-dir.
     """
-    from jobcron import signals
+    from jobcron.daemon import signals
 
     daemon: dict[str, Any] = {"interval_seconds": interval}
     if no_listen:

@@ -15,6 +15,20 @@ import structlog
 
 from jobcron import migrate, store
 from jobcron.config import Config, config_as_dict
+from jobcron.daemon.child import ChildRunner, Supervision
+from jobcron.daemon.housekeeper import Housekeeper, Running
+from jobcron.daemon.listener import Listener
+from jobcron.daemon.runner import (
+    RunPolicy,
+    check_job,
+    error_record,
+    failed_outcome,
+    interrupted_outcome,
+    run_inline,
+    workflow_settings,
+)
+from jobcron.daemon.sdnotify import Notifier
+from jobcron.daemon.watchdog import Watchdog
 from jobcron.db import (
     DB_UNAVAILABLE,
     Connection,
@@ -26,26 +40,12 @@ from jobcron.db import (
     waited_too_long,
 )
 from jobcron.errors import DatabaseUnavailable, PermanentError, WorkerIdTaken
-from jobcron.housekeeper import Housekeeper, Running
-from jobcron.isolation import ChildRunner, Supervision
 from jobcron.models import ClaimedJob, JobStatus, Outcome
-from jobcron.runner import (
-    RunPolicy,
-    check_job,
-    error_record,
-    failed_outcome,
-    interrupted_outcome,
-    run_inline,
-    workflow_settings,
-)
-from jobcron.sdnotify import Notifier
-from jobcron.wakeup import Listener
-from jobcron.watchdog import Watchdog
 from jobcron.workflows import Registry
 from jobcron.workflows.base import FileInfo, WorkflowContext
 
 if TYPE_CHECKING:
-    from jobcron.metrics import Metrics
+    from jobcron.daemon.metrics import Metrics
 
 T = TypeVar("T")
 EXIT_CLEAN = 0

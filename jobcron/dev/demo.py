@@ -15,16 +15,16 @@ from typing import Any
 
 from jobcron import migrate, store
 from jobcron.config import Config, redact_url
+from jobcron.daemon.sdnotify import Notifier
+from jobcron.daemon.worker import Worker
 from jobcron.db import connect
 from jobcron.errors import ConfigError, JobCronError, MigrationError, SchemaOutOfDate
 from jobcron.models import ClaimedJob
-from jobcron.sdnotify import Notifier
 from jobcron.terminal import printable
-from jobcron.worker import Worker
 from jobcron.workflows import Registry
 
 DEFAULT_STATE_DIR = Path(".state/demo-pg")
-SAMPLES_DIR = Path(__file__).resolve().parent / "data" / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "samples"
 DEFAULT_JOB_TYPE = "analysis"
 # what an embedded state folder holds (docs/embedded.md); --reset deletes nothing else
 _STATE_MARKERS = ("pgdata", "pgdata.init", "server.log", "embedded.lock")
@@ -105,7 +105,7 @@ def database(config: Config, options: DemoOptions, out: Out) -> Iterator[Config]
         out(f"database: {redact_url(config.database.url)} (from the configuration; nothing embedded)")
         yield config
         return
-    from jobcron.embedded import EmbeddedServer
+    from jobcron.dev.embedded import EmbeddedServer
 
     if options.reset and reset_state(options.state_dir):
         out(f"reset: deleted {options.state_dir}")

@@ -14,15 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from jobcron import schedules, store
+from jobcron import store
 from jobcron.config import Config
+from jobcron.daemon.sdnotify import Notifier
 from jobcron.db import DB_UNAVAILABLE, Connection, Outage, connect, waited_too_long
 from jobcron.models import ClaimedJob
-from jobcron.sdnotify import Notifier
+from jobcron.schedules import firing
 from jobcron.workflows.base import WorkflowContext
 
 if TYPE_CHECKING:
-    from jobcron.metrics import Metrics
+    from jobcron.daemon.metrics import Metrics
 
 TICK_SECONDS = 0.05
 MAX_BATCHES_PER_RUN = 20
@@ -355,19 +356,19 @@ class Housekeeper(threading.Thread):
         catch_up = self.config.daemon.schedule_catch_up_seconds
         # more due than one batch (many schedules, or a long downtime): keep going, within a cap
         for _ in range(MAX_BATCHES_PER_RUN):
-            firings = schedules.fire_due(conn, self.worker_id, catch_up_seconds=catch_up)
+            firings = firing.fire_due(conn, self.worker_id, catch_up_seconds=catch_up)
             for f in firings:
                 at = f.occurrence_at.isoformat()
                 fields = {"schedule_id": f.schedule_id, "schedule": f.name, "occurrence_at": at}
-                if f.outcome == schedules.FIRED:
+                if f.outcome == firing.FIRED:
                     self.log.info("schedule_fired", job_id=f.job_id, **fields)
-                elif f.outcome == schedules.SKIPPED:
+                elif f.outcome == firing.SKIPPED:
                     self.log.info("schedule_occurrence_skipped", **fields)
-                elif f.outcome == schedules.FAILED:
+                elif f.outcome == firing.FAILED:
                     self.log.error("schedule_fire_failed", error=f.error, **fields)
-                elif f.outcome == schedules.INVALID:
+                elif f.outcome == firing.INVALID:
                     self.log.error("schedule_disabled_invalid", error=f.error, **fields)
-            if len(firings) < schedules.FIRE_BATCH or self.halt.is_set():
+            if len(firings) < firing.FIRE_BATCH or self.halt.is_set():
                 break
 
     def _rescue(self, conn: Connection) -> None:

@@ -31,8 +31,7 @@ from multiprocessing.connection import Connection as Pipe
 from typing import Any, NamedTuple
 
 from jobcron.config import Config
-from jobcron.models import ClaimedJob, JobStatus, Outcome
-from jobcron.runner import (
+from jobcron.daemon.runner import (
     RunPolicy,
     completed,
     error_record,
@@ -41,6 +40,7 @@ from jobcron.runner import (
     plain_error,
     workflow_settings,
 )
+from jobcron.models import ClaimedJob, JobStatus, Outcome
 from jobcron.workflows.base import FileInfo, WorkflowContext, WorkflowResult, WorkflowSettings
 
 TERMINATE_GRACE_SECONDS = 2.0
@@ -139,8 +139,8 @@ def child_main(job_fd: int, answer_fd: int, control_fd: int) -> None:
     import structlog
 
     from jobcron import logs
+    from jobcron.daemon.runner import call_workflow
     from jobcron.errors import PermanentError
-    from jobcron.runner import call_workflow
     from jobcron.workflows import Registry
 
     # the daemon handles signals; the job process only stops when told, killed or orphaned
@@ -352,7 +352,7 @@ class ChildRunner:
         job_r, job_w = os.pipe()
         answer_r, answer_w = os.pipe()
         control_r, control_w = os.pipe()
-        code = f"from jobcron.isolation import child_main; child_main({job_r}, {answer_w}, {control_r})"
+        code = f"from jobcron.daemon.child import child_main; child_main({job_r}, {answer_w}, {control_r})"
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", code],

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.chaos_run import Proc, Recorded
+from tests.chaos.run import Proc, Recorded
 
 DESIGNED_TO_FAIL = frozenset({"always", "permanent", "unknown_type"})
 # an execution that ended this little before its daemon was SIGKILLed may not have been recorded

@@ -281,7 +281,7 @@ def purge(
 def _check_type(job_type: str | None) -> str:
     if job_type is None:
         return ALL_TYPES
-    from jobcron.producer import check_job_type
+    from jobcron.client import check_job_type
 
     return check_job_type(job_type)
 

@@ -13,8 +13,9 @@ from typing import Any
 import click
 import psycopg
 
-from jobcron import ops_jobs, ops_status
-from jobcron.cli_common import (
+from jobcron.admin import jobs as admin_jobs
+from jobcron.admin import status as admin_status
+from jobcron.cli.common import (
     EXIT_CONFIG,
     EXIT_OK,
     CliState,
@@ -24,7 +25,7 @@ from jobcron.cli_common import (
     load_or_exit,
     open_db,
 )
-from jobcron.cli_render import echo, render_status, render_workers_table
+from jobcron.cli.render import echo, render_status, render_workers_table
 from jobcron.config import Config
 from jobcron.db import DB_UNAVAILABLE, WAITED_TOO_LONG, Connection, scrub, waited_message, waited_too_long
 from jobcron.durations import parse_duration
@@ -108,7 +109,7 @@ def status_cmd(state: CliState, as_json: bool, watch: float | None, exact: bool,
     config = load_or_exit(state)
 
     def produce(conn: Connection) -> str:
-        st = ops_status.collect_status(conn, config, running_limit=running_limit, exact=exact or None)
+        st = admin_status.collect_status(conn, config, running_limit=running_limit, exact=exact or None)
         return json.dumps(st, sort_keys=True) if as_json else render_status(st)
 
     with handled(config):
@@ -126,7 +127,7 @@ def workers_cmd(state: CliState, as_json: bool) -> None:
     """Alive and dead daemons and the job each one runs."""
     config = load_or_exit(state)
     with handled(config), open_db(config, "workers") as conn:
-        data = ops_status.collect_workers(conn, config)
+        data = admin_status.collect_workers(conn, config)
 
     def render(d: dict[str, Any]) -> str:
         head = f"{d['alive']} alive, {d['dead']} dead (dead = not seen for {d['dead_after_seconds']:g}s)"
@@ -149,7 +150,7 @@ def pause_cmd(state: CliState, job_type: str | None, as_json: bool) -> None:
     """Stop claiming on every daemon (within about a second); running jobs finish."""
     config = load_or_exit(state)
     with handled(config), invalid_input_exits(), open_db(config, "pause") as conn:
-        data = ops_jobs.pause(conn, job_type)
+        data = admin_jobs.pause(conn, job_type)
     what = "all job types" if data["job_type"] == "*" else f"job type {printable(data['job_type'])}"
     emit(
         data,
@@ -169,7 +170,7 @@ def resume_cmd(state: CliState, job_type: str | None, everything: bool, as_json:
     """Start claiming again on every daemon."""
     config = load_or_exit(state)
     with handled(config), invalid_input_exits(), open_db(config, "resume") as conn:
-        data = ops_jobs.resume(conn, job_type, everything=everything)
+        data = admin_jobs.resume(conn, job_type, everything=everything)
 
     def render(d: dict[str, Any]) -> str:
         lifted = ", ".join("all job types" if t == "*" else printable(t) for t in d["lifted"])
@@ -251,7 +252,7 @@ def health_cmd(
 ) -> None:
     """Exit 0 healthy, 1 degraded, 2 unhealthy (for systemd, cron and monitoring agents)."""
     config = load_or_exit(state)
-    limits = ops_status.HealthThresholds(
+    limits = admin_status.HealthThresholds(
         min_workers=min_workers,
         max_pending_age_seconds=_seconds_option(max_pending_age, "--max-pending-age"),
         critical_pending_age_seconds=_seconds_option(critical_pending_age, "--critical-pending-age"),
@@ -261,27 +262,27 @@ def health_cmd(
     def probe() -> dict[str, Any]:
         # the server gives up on any statement past the budget too, so no backend outlives the probe
         with open_db(config, "health", statement_timeout_seconds=timeout) as conn:
-            return ops_status.collect_health(conn, config, limits)
+            return admin_status.collect_health(conn, config, limits)
 
     try:
         report = within(timeout, probe)
     except ProbeTimedOut:
-        report = ops_status.did_not_answer(f"database did not answer within {timeout:g}s")
+        report = admin_status.did_not_answer(f"database did not answer within {timeout:g}s")
     except WAITED_TOO_LONG as exc:
         if isinstance(exc, psycopg.errors.LockNotAvailable):
-            report = ops_status.did_not_answer(waited_message(exc, config))
+            report = admin_status.did_not_answer(waited_message(exc, config))
         else:  # the statement timeout: the budget ran out on the server's side
-            report = ops_status.did_not_answer(f"database did not answer within {timeout:g}s")
+            report = admin_status.did_not_answer(f"database did not answer within {timeout:g}s")
     except DB_UNAVAILABLE as exc:
-        report = ops_status.unreachable(scrub(str(exc).strip(), config.database.url))
+        report = admin_status.unreachable(scrub(str(exc).strip(), config.database.url))
     except (
         Exception
     ) as exc:  # a missing URL, broken ledger or failing query is unhealthy too, not a traceback
         message = scrub(str(exc).strip(), config.database.url)
         report = {
-            "status": ops_status.UNHEALTHY,
+            "status": admin_status.UNHEALTHY,
             "exit_code": 2,
-            "checks": [{"name": "database", "status": ops_status.UNHEALTHY, "detail": message}],
+            "checks": [{"name": "database", "status": admin_status.UNHEALTHY, "detail": message}],
         }
 
     def render(r: dict[str, Any]) -> str:
@@ -299,8 +300,8 @@ __all__ = ["health_cmd", "pause_cmd", "resume_cmd", "status_cmd", "workers_cmd"]
 def start_metrics(worker: Any, port: int, addr: str) -> None:
     """Serve Prometheus metrics for a daemon about to run; exit 2 when that cannot be done."""
     try:
-        from jobcron.housekeeper import Duty
-        from jobcron.metrics import SAMPLE_SECONDS, Metrics, serve
+        from jobcron.daemon.housekeeper import Duty
+        from jobcron.daemon.metrics import SAMPLE_SECONDS, Metrics, serve
     except ImportError:
         fail(
             "--metrics-port needs the prometheus-client package: pip install 'jobcron[metrics]'",

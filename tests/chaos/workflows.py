@@ -1,6 +1,6 @@
 """The workflow of the chaos run: it records every execution in a file, then behaves as its job asks.
 
-Configured as "tests.chaos_workflows:chaos". Like any workflow it never touches the database: each
+Configured as "tests.chaos.workflows:chaos". Like any workflow it never touches the database: each
 execution appends a `start` line and (unless its process dies first) an `end` line to the file named
 by $JOBCRON_CHAOS_EXEC_LOG, one write(2) per line on an O_APPEND descriptor, so lines from several
 daemons never interleave. The chaos checker reads that file to count executions and to rebuild who

@@ -10,7 +10,7 @@ import psycopg
 
 from jobcron import store
 from jobcron.db import Connection
-from jobcron.schedule_rules import ScheduleError, ScheduleSpec, latest_due, next_occurrence, validate
+from jobcron.schedules.rules import ScheduleError, ScheduleSpec, latest_due, next_occurrence, validate
 
 FIRE_BATCH = 50
 

@@ -12,21 +12,22 @@ from typing import Any, TextIO
 import click
 import psycopg
 
-from jobcron import bulk, ops_jobs, producer, store
-from jobcron.cli_common import EXIT_CONFIG, EXIT_ERROR, CliState, fail, handled, load_or_exit, open_db
-from jobcron.cli_ops import emit, invalid_input_exits
-from jobcron.cli_render import echo, redact, render_job, render_jobs
+from jobcron import bulk, client, store
+from jobcron.admin import jobs as admin_jobs
+from jobcron.cli.common import EXIT_CONFIG, EXIT_ERROR, CliState, fail, handled, load_or_exit, open_db
+from jobcron.cli.ops import emit, invalid_input_exits
+from jobcron.cli.render import echo, redact, render_job, render_jobs
 from jobcron.db import Connection
 from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
 from jobcron.errors import InvalidInput
 from jobcron.terminal import printable_data
 
-STATUS_CHOICE = click.Choice(ops_jobs.STATUSES)
+STATUS_CHOICE = click.Choice(admin_jobs.STATUSES)
 
 
 def _job_id(value: str) -> str:
     try:
-        return ops_jobs.job_id_arg(value)
+        return admin_jobs.job_id_arg(value)
     except InvalidInput as exc:
         fail(str(exc), EXIT_CONFIG)
 
@@ -48,7 +49,7 @@ def jobs_group() -> None:
 @click.option("--user", "user_id", default=None)
 @click.option("--type", "job_type", default=None)
 @click.option("--since", default=None, help="Created since: a duration ago (1h, 2d) or an ISO date-time.")
-@click.option("--limit", type=click.IntRange(1, ops_jobs.MAX_LIST), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, admin_jobs.MAX_LIST), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of jobs.")
 @click.pass_obj
 def list_cmd(
@@ -65,7 +66,7 @@ def list_cmd(
     with invalid_input_exits():
         since_at, since_seconds = parse_since(since) if since else (None, None)
     with handled(config), invalid_input_exits(), open_db(config, "jobs") as conn:
-        jobs = ops_jobs.list_jobs(
+        jobs = admin_jobs.list_jobs(
             conn,
             statuses=statuses,
             user_id=user_id,
@@ -84,7 +85,7 @@ def list_cmd(
 @click.option(
     "--max-bytes",
     type=click.IntRange(1, 2**31 - 1),
-    default=ops_jobs.SHOW_MAX_BYTES,
+    default=admin_jobs.SHOW_MAX_BYTES,
     show_default=True,
     help="Show metadata, result and history only up to this size each (as JSON text).",
 )
@@ -94,7 +95,7 @@ def show_cmd(state: CliState, job_id: str, as_json: bool, show_secrets: bool, ma
     config = load_or_exit(state)
     jid = _job_id(job_id)
     with handled(config), open_db(config, "jobs") as conn:
-        job = ops_jobs.show_job(conn, jid, max_bytes=max_bytes)
+        job = admin_jobs.show_job(conn, jid, max_bytes=max_bytes)
     if not show_secrets:
         job["metadata"] = redact(job["metadata"])
     emit(job, as_json, render_job)
@@ -117,7 +118,7 @@ def cancel_cmd(state: CliState, job_id: str, force: bool, wait_seconds: float, a
     config = load_or_exit(state)
     jid = _job_id(job_id)
     with handled(config), open_db(config, "jobs") as conn:
-        data = ops_jobs.cancel_job(conn, jid, force=force, wait_seconds=wait_seconds)
+        data = admin_jobs.cancel_job(conn, jid, force=force, wait_seconds=wait_seconds)
 
     def render(d: dict[str, Any]) -> str:
         d = printable_data(d)
@@ -147,7 +148,7 @@ def retry_cmd(state: CliState, job_id: str, as_json: bool) -> None:
     config = load_or_exit(state)
     jid = _job_id(job_id)
     with handled(config), open_db(config, "jobs") as conn:
-        data = ops_jobs.retry_job(conn, jid)
+        data = admin_jobs.retry_job(conn, jid)
     emit(
         data,
         as_json,
@@ -175,7 +176,7 @@ def reset_stale_cmd(
     config = load_or_exit(state)
     seconds = _duration(older_than, "--older-than") if older_than else None
     with handled(config), invalid_input_exits(), open_db(config, "jobs") as conn:
-        data = ops_jobs.reset_stale(
+        data = admin_jobs.reset_stale(
             conn, config, older_than_seconds=seconds, include_alive=include_alive, dry_run=dry_run
         )
 
@@ -200,7 +201,7 @@ def reset_stale_cmd(
 @click.option(
     "--status",
     "statuses",
-    type=click.Choice(ops_jobs.FINISHED),
+    type=click.Choice(admin_jobs.FINISHED),
     multiple=True,
     help="Repeatable; default: completed, failed and cancelled.",
 )
@@ -214,7 +215,7 @@ def purge_cmd(
     config = load_or_exit(state)
     seconds = _duration(older_than, "--older-than")
     with handled(config), invalid_input_exits(), open_db(config, "jobs") as conn:
-        data = ops_jobs.purge(conn, older_than_seconds=seconds, statuses=statuses, dry_run=dry_run)
+        data = admin_jobs.purge(conn, older_than_seconds=seconds, statuses=statuses, dry_run=dry_run)
     emit(
         data,
         as_json,
@@ -292,7 +293,7 @@ def enqueue_cmd(
                 if "job_type" not in fields:
                     raise InvalidInput("--type: missing (or give --bulk FILE)")
                 try:
-                    job_id, created = producer.enqueue_one(conn, fields, max_metadata_bytes=max_bytes)
+                    job_id, created = client.enqueue_one(conn, fields, max_metadata_bytes=max_bytes)
                 except psycopg.errors.ForeignKeyViolation as exc:
                     # bad input, not a database failure: the id names a row that does not exist
                     column = "file_id" if "file_id" in str(exc) else "a reference"

@@ -1,0 +1,1 @@
+"""Tools for a local run: a private PostgreSQL server and the demo."""
