@@ -274,6 +274,26 @@ def load_config(
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read_file(Path(path))
+    sections, workflows = _file_sections(raw)
+    _apply_environment(sections, environ)
+    for section, values in (overrides or {}).items():
+        if section == "workflows":
+            workflows.update(values)
+            continue
+        for key, value in values.items():
+            if value is not None:
+                sections.setdefault(section, {})[key] = value
+
+    _anchor_file_root(sections, raw, path)
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        built[section] = _build_section(section, cls, sections.get(section, {}))
+    built["workflows"] = _check_workflows(workflows)
+    return Config(**built)
+
+
+def _file_sections(raw: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The config file's sections and its workflows, checked for shape (values are checked later)."""
     sections: dict[str, dict[str, Any]] = {}
     workflows: dict[str, Any] = {}
     for name, value in raw.items():
@@ -289,7 +309,11 @@ def load_config(
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected an object, got {type(value).__name__}")
         sections[name] = {k: v for k, v in value.items() if not k.startswith("_")}
+    return sections, workflows
 
+
+def _apply_environment(sections: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> None:
+    """JOB_CRON_SECTION__KEY variables and DATABASE_URL / POSTGRES_URL over the file's values."""
     for env_name, raw_value in environ.items():
         if env_name in ("DATABASE_URL", "POSTGRES_URL"):
             continue
@@ -303,21 +327,6 @@ def load_config(
     url = environ.get("DATABASE_URL") or environ.get("POSTGRES_URL")
     if url:
         sections.setdefault("database", {})["url"] = url
-
-    for section, values in (overrides or {}).items():
-        if section == "workflows":
-            workflows.update(values)
-            continue
-        for key, value in values.items():
-            if value is not None:
-                sections.setdefault(section, {})[key] = value
-
-    _anchor_file_root(sections, raw, path)
-    built: dict[str, Any] = {}
-    for section, cls in SECTIONS.items():
-        built[section] = _build_section(section, cls, sections.get(section, {}))
-    built["workflows"] = _check_workflows(workflows)
-    return Config(**built)
 
 
 def _anchor_file_root(

@@ -67,7 +67,7 @@ class ClaimedJob:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended, as it will be written by `finish_job`."""
+    """How an attempt ended, as `finish_job` will write it; made by the named constructors below."""
 
     status: JobStatus
     result: Any = None
@@ -76,6 +76,41 @@ class Outcome:
     delay_seconds: float = 0.0
     retry_increment: int = 0
     uncharge: bool = False
+
+    @classmethod
+    def completed(cls, result: Any, insights: list[dict[str, Any]]) -> Outcome:
+        """The workflow returned: the result and its insight rows are stored with the job."""
+        return cls(JobStatus.COMPLETED, result=result, insights=insights)
+
+    @classmethod
+    def retry(cls, error: dict[str, Any], delay_seconds: float) -> Outcome:
+        """A durable retry: back to pending, due after delay_seconds, one more retry counted."""
+        return cls(JobStatus.PENDING, error=error, delay_seconds=delay_seconds, retry_increment=1)
+
+    @classmethod
+    def failed(cls, error: dict[str, Any]) -> Outcome:
+        """Failed for good (a permanent error, or no retries left)."""
+        return cls(JobStatus.FAILED, error=error)
+
+    @classmethod
+    def cancelled(cls, error: dict[str, Any]) -> Outcome:
+        """Ended by a cancel."""
+        return cls(JobStatus.CANCELLED, error=error)
+
+    @classmethod
+    def interrupted(cls, error: dict[str, Any]) -> Outcome:
+        """Put back as pending without charging the attempt (the daemon stopped)."""
+        return cls(JobStatus.PENDING, error=error, uncharge=True)
+
+    @property
+    def is_retry(self) -> bool:
+        """Back to pending as a durable retry."""
+        return self.status == JobStatus.PENDING and not self.uncharge
+
+    @property
+    def is_interrupted(self) -> bool:
+        """Back to pending, uncharged."""
+        return self.status == JobStatus.PENDING and self.uncharge
 
     @property
     def error_message(self) -> str | None:

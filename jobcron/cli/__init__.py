@@ -140,31 +140,17 @@ def run_cmd(
     metrics_addr: str,
 ) -> None:
     """Run the daemon: claim, run and record jobs until SIGTERM."""
-    from jobcron.daemon import signals
-    from jobcron.daemon.sdnotify import Notifier
-    from jobcron.daemon.worker import Worker
+    from jobcron.daemon import ServeOptions, serve
 
     daemon_flags: dict[str, Any] = {"interval_seconds": interval}
     if no_listen:
         daemon_flags["listen"] = False
     config = load_or_exit(state, daemon=daemon_flags)
+    options = ServeOptions(worker_id, max_jobs, once, metrics_port, metrics_addr)
     # from here on every error is one line and a documented exit code: building the worker imports
     # the configured workflows, and a traceback there would be a crash loop under Restart=on-failure
     with handled(config):
-        worker = Worker(
-            config,
-            worker_id=worker_id,
-            max_jobs=max_jobs,
-            once=once,
-            reload_config=lambda: state.load(daemon=daemon_flags),
-            notifier=Notifier(),
-        )
-        if metrics_port is not None:
-            from jobcron.cli.ops import start_metrics
-
-            start_metrics(worker, metrics_port, metrics_addr)
-        signals.install(worker)
-        sys.exit(worker.run())
+        sys.exit(serve(config, options, reload_config=lambda: state.load(daemon=daemon_flags)))
 
 
 from jobcron.cli.demo import demo_cmd  # noqa: E402

@@ -295,22 +295,3 @@ def health_cmd(
 
 
 __all__ = ["health_cmd", "pause_cmd", "resume_cmd", "status_cmd", "workers_cmd"]
-
-
-def start_metrics(worker: Any, port: int, addr: str) -> None:
-    """Serve Prometheus metrics for a daemon about to run; exit 2 when that cannot be done."""
-    try:
-        from jobcron.daemon.housekeeper import Duty
-        from jobcron.daemon.metrics import SAMPLE_SECONDS, Metrics, serve
-    except ImportError:
-        fail(
-            "--metrics-port needs the prometheus-client package: pip install 'jobcron[metrics]'",
-            EXIT_CONFIG,
-        )
-    metrics = Metrics(worker.registry.names())
-    try:
-        serve(metrics, port, addr)
-    except OSError as exc:
-        fail(f"--metrics-port: cannot listen on {addr}:{port}: {exc.strerror or exc}", EXIT_CONFIG)
-    worker.metrics = worker.housekeeper.metrics = metrics
-    worker.housekeeper.add_duty(Duty("metrics_sample", lambda: SAMPLE_SECONDS, metrics.sample))

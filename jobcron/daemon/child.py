@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,23 +30,23 @@ from multiprocessing.connection import Connection as Pipe
 from typing import Any, NamedTuple
 
 from jobcron.config import Config
-from jobcron.daemon.runner import (
+from jobcron.daemon.outcomes import (
+    Failure,
     RunPolicy,
-    completed,
-    error_record,
     failed_outcome,
+    from_failure,
+    from_result,
     interrupted_outcome,
     plain_error,
     workflow_settings,
 )
-from jobcron.models import ClaimedJob, JobStatus, Outcome
+from jobcron.models import ClaimedJob, Outcome
 from jobcron.workflows.base import FileInfo, WorkflowContext, WorkflowResult, WorkflowSettings
 
 TERMINATE_GRACE_SECONDS = 2.0
 EXIT_ORPHANED = 70  # the job process found its daemon gone, or silent for too long
 POLL_SECONDS = 0.02
 PING_SECONDS = 1.0
-MAX_TRACEBACK = 8000
 
 
 @dataclass(frozen=True)
@@ -80,20 +79,11 @@ class JobMessage(NamedTuple):
 
 
 class ChildAnswer(NamedTuple):
-    """How a job ended in the job process: a result, or the error it raised."""
+    """How a job ended in the job process: the workflow's result, or its error."""
 
     job_id: str
     result: WorkflowResult | None = None
-    error_type: str | None = None
-    message: str = ""
-    traceback: str = ""
-    permanent: bool = False
-    cancelled: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """True when the workflow returned."""
-        return self.error_type is None
+    failure: Failure | None = None
 
 
 class Control(NamedTuple):
@@ -139,8 +129,7 @@ def child_main(job_fd: int, answer_fd: int, control_fd: int) -> None:
     import structlog
 
     from jobcron import logs
-    from jobcron.daemon.runner import call_workflow
-    from jobcron.errors import PermanentError
+    from jobcron.daemon.inline import call_workflow
     from jobcron.workflows import Registry
 
     # the daemon handles signals; the job process only stops when told, killed or orphaned
@@ -172,16 +161,7 @@ def child_main(job_fd: int, answer_fd: int, control_fd: int) -> None:
             workflow = registry.get(message.job_type)
             answer = ChildAnswer(message.job_id, result=call_workflow(workflow, ctx, setup.policy))
         except BaseException as exc:
-            answer = ChildAnswer(
-                message.job_id,
-                error_type=type(exc).__name__,
-                message=str(exc) or type(exc).__name__,
-                traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[
-                    -MAX_TRACEBACK:
-                ],
-                permanent=isinstance(exc, PermanentError),
-                cancelled=type(exc).__name__ == "JobCancelled" or ctx.cancel_event.is_set(),
-            )
+            answer = ChildAnswer(message.job_id, failure=Failure.of(exc, ctx))
             if isinstance(exc, MemoryError | KeyboardInterrupt | SystemExit):
                 _send(answers, answer)
                 return  # a job process that ran out of memory is not trusted with the next job
@@ -473,45 +453,44 @@ class ChildRunner:
                         job,
                         worker_id,
                     )
-                    return Outcome(JobStatus.CANCELLED, error=error)
-            if sup.timeout_seconds is not None and elapsed >= sup.timeout_seconds:
-                code = self.kill("timeout")
-                error = plain_error(
-                    f"timed out after {sup.timeout_seconds:g} s ({describe_exit(code)})",
-                    "JobTimeout",
-                    job,
-                    worker_id,
-                )
-                return failed_outcome(None, job, policy, worker_id, error=error)
-            if elapsed >= sup.max_processing_seconds:
-                code = self.kill("max_processing_time exceeded")
-                self.log.error("job_over_max_processing_time", seconds=round(elapsed, 1))
-                error = plain_error(
-                    f"exceeded max_processing_time ({sup.max_processing_seconds:g} s); terminated",
-                    "MaxProcessingTimeExceeded",
-                    job,
-                    worker_id,
-                )
-                return failed_outcome(None, job, policy, worker_id, error=error, permanent=True)
+                    return Outcome.cancelled(error)
+            late = self._past_limits(job, worker_id, policy, sup, elapsed)
+            if late is not None:
+                return late
+
+    def _past_limits(
+        self, job: ClaimedJob, worker_id: str, policy: RunPolicy, sup: Supervision, elapsed: float
+    ) -> Outcome | None:
+        """The job process killed, and why, when the job ran past its timeout or the processing ceiling."""
+        if sup.timeout_seconds is not None and elapsed >= sup.timeout_seconds:
+            code = self.kill("timeout")
+            error = plain_error(
+                f"timed out after {sup.timeout_seconds:g} s ({describe_exit(code)})",
+                "JobTimeout",
+                job,
+                worker_id,
+            )
+            return failed_outcome(None, job, policy, worker_id, error=error)
+        if elapsed >= sup.max_processing_seconds:
+            code = self.kill("max_processing_time exceeded")
+            self.log.error("job_over_max_processing_time", seconds=round(elapsed, 1))
+            error = plain_error(
+                f"exceeded max_processing_time ({sup.max_processing_seconds:g} s); terminated",
+                "MaxProcessingTimeExceeded",
+                job,
+                worker_id,
+            )
+            return failed_outcome(None, job, policy, worker_id, error=error, permanent=True)
+        return None
 
     def _outcome(
         self, answer: ChildAnswer, job: ClaimedJob, ctx: WorkflowContext, worker_id: str, policy: RunPolicy
     ) -> Outcome:
-        if answer.ok:
-            try:
-                return completed(answer.result or WorkflowResult())
-            except Exception as exc:
-                return failed_outcome(exc, job, policy, worker_id, permanent=True)
-        kind = answer.error_type or "Exception"
-        error = plain_error(answer.message, kind, job, worker_id)
-        error["traceback"] = answer.traceback
-        if answer.cancelled or ctx.cancel_event.is_set():
-            return Outcome(JobStatus.CANCELLED, error=error)
-        if ctx.stop_event.is_set() and not answer.permanent:
-            return interrupted_outcome(job, worker_id, f"shutdown while the job raised {kind}")
-        if kind == "MemoryError":
-            self.kill("MemoryError in the job process")
-        return failed_outcome(None, job, policy, worker_id, error=error, permanent=answer.permanent)
+        if answer.failure is None:
+            return from_result(answer.result or WorkflowResult(), job, policy, worker_id)
+        if answer.failure.kind == "MemoryError":
+            self.kill("MemoryError in the job process")  # not trusted with the next job
+        return from_failure(answer.failure, job, ctx, policy, worker_id)
 
 
-__all__ = ["ChildRunner", "FileInfo", "Supervision", "WorkflowSettings", "describe_exit", "error_record"]
+__all__ = ["ChildRunner", "Supervision", "describe_exit"]

@@ -48,7 +48,7 @@ def test_timeout_kills_the_job_and_follows_the_retry_policy(conn: Conn, process_
     assert row["status"] == "failed"
     assert "timed out after 1 s" in row["error_message"]
     assert job(conn, after)["status"] == "completed"
-    worker.children and worker.children.close()
+    worker.close_job_process()
 
 
 def test_timeout_with_retries_left_goes_back_to_pending(conn: Conn, make_config: Any) -> None:
@@ -58,7 +58,7 @@ def test_timeout_with_retries_left_goes_back_to_pending(conn: Conn, make_config:
     worker.run_once()
     row = job(conn, job_id)
     assert row["status"] == "pending" and row["retry_count"] == 1 and row["errors"][0]["type"] == "JobTimeout"
-    worker.children and worker.children.close()
+    worker.close_job_process()
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_crashes_are_contained(conn: Conn, process_config: Config, job_type: str
     assert row["status"] == "failed"
     assert cause in row["error_message"] or cause == row["errors"][-1]["type"], row["error_message"]
     assert job(conn, after)["status"] == "completed"
-    worker.children and worker.children.close()
+    worker.close_job_process()
 
 
 def test_workflows_run_in_another_process(conn: Conn, process_config: Config, tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_workflows_run_in_another_process(conn: Conn, process_config: Config, tm
     drain(worker)
     pid = int(log.read_text().split()[1])
     assert pid != os.getpid()
-    worker.children and worker.children.close()
+    worker.close_job_process()
 
 
 def test_daemon_rss_stays_flat_over_many_process_jobs(conn: Conn, process_config: Config) -> None:
@@ -99,8 +99,10 @@ def test_daemon_rss_stays_flat_over_many_process_jobs(conn: Conn, process_config
         "n": 1000
     }
     assert growth_mb < 5, f"daemon RSS grew {growth_mb:.1f} MB over 900 process-mode jobs"
-    assert worker.children is not None and worker.children.children_started == 1  # one warm child served all
-    worker.children.close()
+    assert (
+        worker.job_process is not None and worker.job_process.children_started == 1
+    )  # one warm child served all
+    worker.close_job_process()
 
 
 def _rss_kb() -> int:
@@ -256,10 +258,10 @@ def test_a_cancel_that_comes_before_its_job_reaches_the_job_process_is_kept(
     try:
         for _ in range(5):
             job_id = insert_job(conn, job_type="sleep", metadata={"seconds": 60})
-            worker.on_job_start = lambda claimed: worker.housekeeper.cancel_requested(claimed.id)
+            worker.on_job_start = lambda claimed: worker.maintenance.lease.cancel_requested(claimed.id)
             t0 = time.monotonic()
             assert worker.run_once()
             assert time.monotonic() - t0 < 10  # honoured by the workflow, not ended by the grace
             assert job(conn, job_id)["status"] == "cancelled"
     finally:
-        worker.children and worker.children.close()
+        worker.close_job_process()

@@ -288,8 +288,7 @@ def test_process_mode_and_a_relative_root(
         job_id = insert_job(conn, job_type="analysis", file_id=file_id)
         assert worker.run_once()
     finally:
-        if worker.children is not None:
-            worker.children.close()
+        worker.close_job_process()
     row = job(conn, job_id)
     assert row["status"] == "completed", row["error_message"]
     assert row["result"]["rows"] == 1500

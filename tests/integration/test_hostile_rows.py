@@ -344,7 +344,7 @@ def test_a_row_inserted_as_processing_for_a_worker_that_never_existed_is_rescued
         " now() - interval '10 minutes', 'ann', 1)",
     )
     worker = Worker(config)
-    assert worker.housekeeper.rescue(conn) == [ghost]
+    assert worker.maintenance.rescue(conn) == [ghost]
     drain(config)
     row = job(conn, ghost)
     assert row["status"] == "completed", row

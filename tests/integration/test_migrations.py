@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -11,6 +12,7 @@ from psycopg.rows import dict_row
 
 from jobcron import migrate
 from jobcron.errors import MigrationError, SchemaOutOfDate
+from jobcron.models import JobStatus
 
 
 def connect(dsn: str) -> psycopg.Connection[dict[str, Any]]:
@@ -165,3 +167,14 @@ def test_schema_refuses_bad_rows_naming_the_constraint(
 def test_null_job_type_is_refused(conn: psycopg.Connection[dict[str, Any]]) -> None:
     with pytest.raises(psycopg.errors.NotNullViolation, match="job_type"):
         conn.execute("INSERT INTO processing_jobs (job_type) VALUES (NULL)")
+
+
+def test_job_status_matches_the_schemas_status_check(conn: psycopg.Connection[dict[str, Any]]) -> None:
+    # the Python enum and the CHECK constraint are two lists of one fact: a status added to one only
+    # would be refused by the database, or never recognised by the daemon
+    row = conn.execute(
+        "SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conname = 'processing_jobs_status_valid'"
+    ).fetchone()
+    assert row is not None
+    in_schema = set(re.findall(r"'([a-z]+)'", row["d"]))
+    assert in_schema == {s.value for s in JobStatus}

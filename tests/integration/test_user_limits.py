@@ -107,9 +107,8 @@ def test_seed_000_user_flow(conn: Conn, make_config: Any) -> None:
     assert second is not None and second.id == job3  # Job2 waits; Job3 runs at once
     assert job(conn, job2)["status"] == "pending"
     assert b.claim() is None  # nothing else is allowed
-    outcome, running = a._execute(first)
-    a._record(first, outcome, running, claim_next=True)  # Job1 completes ...
-    assert a._next is not None and a._next.id == job2  # ... and Job2 starts in the same transaction
+    nxt = a.record(first, a.execute(first))  # Job1 completes ...
+    assert nxt is not None and nxt.id == job2  # ... and Job2 starts in the same transaction
     assert job(conn, job2)["status"] == "processing"
 
 
@@ -202,9 +201,8 @@ def test_a_head_of_blocked_jobs_is_parked_and_its_next_job_returns_when_the_user
     assert _parked(conn, "H") == 96 and _parked(conn) == 96
     assert job(conn, heavy[1])["parked"] and not job(conn, light[1])["parked"]
     # H's job ends: its next job comes back (a trigger) and the recording daemon claims it at once
-    outcome, running = a._execute(first)
-    a._record(first, outcome, running, claim_next=True)
-    assert a._next is not None and a._next.id == heavy[1]
+    nxt = a.record(first, a.execute(first))
+    assert nxt is not None and nxt.id == heavy[1]
     assert _parked(conn, "H") == 95
 
 
@@ -250,7 +248,7 @@ def test_the_safety_net_unparks_what_a_raised_limit_allows(conn: Conn, make_conf
     # nothing ends, so no trigger fires: the periodic check brings back what the new limit lets run
     relaxed = Worker(make_config(scheduler_settings={"max_concurrent_jobs_per_user": 3}), worker_id="relaxed")
     with psycopg.connect(relaxed.config.database.url or "", autocommit=True, row_factory=dict_row) as own:
-        assert relaxed.housekeeper.unpark(own) == 2
+        assert relaxed.maintenance.unpark(own) == 2
     assert [job(conn, j)["parked"] for j in waiting[:3]] == [False, False, True]
     claimed = [relaxed.claim(), relaxed.claim(), relaxed.claim()]
     assert [c.id if c else None for c in claimed] == [waiting[0], waiting[1], None]

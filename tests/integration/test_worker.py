@@ -165,8 +165,7 @@ def test_late_writer_with_lost_lease_writes_nothing(conn: Conn, config: Config) 
     conn.execute(
         "UPDATE processing_jobs SET lease_token = gen_random_uuid(), locked_by='other' WHERE id=%s", (job_id,)
     )
-    outcome, running = worker._execute(claimed)
-    worker._record(claimed, outcome, running, claim_next=False)
+    worker.record(claimed, worker.execute(claimed), claim_next=False)
     row = job(conn, job_id)
     assert row["status"] == "processing" and row["locked_by"] == "other"
     assert conn.execute("SELECT count(*) AS n FROM insights").fetchone() == {"n": 0}
@@ -243,8 +242,7 @@ def test_rerun_after_rescue_leaves_one_insight_set(conn: Conn, config: Config) -
     )
     assert Worker(config).run_once()
     # the crashed worker comes back to life and tries to record: its lease is gone
-    outcome, running = crashed._execute(claimed)
-    crashed._record(claimed, outcome, running, claim_next=False)
+    crashed.record(claimed, crashed.execute(claimed), claim_next=False)
     n = conn.execute("SELECT count(*) AS n FROM insights WHERE job_id=%s", (job_id,)).fetchone()
     assert n == {"n": 2}
     assert job(conn, job_id)["status"] == "completed"
@@ -292,7 +290,7 @@ def test_paused_types_are_skipped(conn: Conn, config: Config) -> None:
     other = insert_job(conn, job_type="noop")
     conn.execute("INSERT INTO job_pauses (job_type) VALUES ('with_insights')")
     worker = Worker(config)
-    worker.housekeeper.paused = ("with_insights",)
+    worker.state.paused = ("with_insights",)
     assert drain(worker) == 1
     assert job(conn, paused)["status"] == "pending" and job(conn, other)["status"] == "completed"
 
@@ -310,7 +308,7 @@ def test_unknown_lease_state_after_a_lost_commit_is_not_lease_lost(conn: Conn, c
     worker = Worker(config)
     claimed = worker.claim()
     assert claimed is not None
-    outcome, _running = worker._execute(claimed)
+    outcome = worker.execute(claimed)
     assert store.finish(conn, claimed, outcome)  # the write landed but its answer was "lost"
     state = store.job_lease_state(conn, job_id, claimed.lease_token)
     assert state == {"status": "completed", "ours": True}
@@ -359,7 +357,7 @@ def test_daemon_works_without_prepared_statements(conn: Conn, make_config: Any) 
     worker = Worker(cfg)
     assert worker.run_once()
     assert job(conn, job_id)["status"] == "completed"
-    c = worker._connection()
+    c = worker.db.connection()
     assert c.prepare_threshold is None
     assert c.execute("SHOW plan_cache_mode").fetchone() == {"plan_cache_mode": "auto"}
 
@@ -460,8 +458,8 @@ def test_a_stopped_worker_leaves_no_housekeeper_to_register_it_again(conn: Conn,
     insert_job(conn, job_type="noop")
     worker = Worker(config, once=True)
     assert worker.run() == 0
-    assert not worker.housekeeper.is_alive() and not worker.watchdog.is_alive()
-    worker.housekeeper._worker_heartbeat(conn)  # a heartbeat that was already under way
+    assert not worker.maintenance.is_alive() and not worker.watchdog.is_alive()
+    worker.maintenance.worker_row(conn)  # a heartbeat that was already under way
     assert conn.execute("SELECT count(*) AS n FROM job_workers").fetchone() == {"n": 0}
 
 
@@ -484,18 +482,18 @@ def test_a_run_whose_job_an_operator_reset_records_nothing_and_says_so(
     assert "lease_lost" in events and "job_completed" not in events, events
     assert conn.execute("SELECT count(*) AS n FROM insights").fetchone() == {"n": 0}
     if last_job:  # nothing claimed after it: the job waits for the next daemon, not charged by this run's end
-        assert job(conn, job_id)["status"] == "pending" and job_id not in worker._held
+        assert job(conn, job_id)["status"] == "pending" and job_id not in worker.state.held
         return
     # the claim that shared the record's transaction took the reset job again: it is held, as the next job
     row = job(conn, job_id)
     assert row["status"] == "processing" and row["attempts"] == 2
-    assert worker._next is not None and worker._next.id == job_id
-    assert job_id in worker._held
+    assert worker.next_job is not None and worker.next_job.id == job_id
+    assert job_id in worker.state.held
     worker.on_job_start = None
     assert worker.run_once()
     assert job(conn, job_id)["status"] == "completed"
     assert conn.execute("SELECT count(*) AS n FROM insights").fetchone() == {"n": 2}
-    assert job_id not in worker._held
+    assert job_id not in worker.state.held
 
 
 def test_a_record_leaves_a_mark_only_the_lease_holder_can_leave(conn: Conn, config: Config) -> None:
@@ -505,7 +503,7 @@ def test_a_record_leaves_a_mark_only_the_lease_holder_can_leave(conn: Conn, conf
     first = store.claim(conn, params).job
     second = store.claim(conn, params).job
     assert first is not None and first.id == recorded and second is not None and second.id == reset
-    outcome, _running = Worker(config)._execute(first)
+    outcome = Worker(config).execute(first)
     assert store.finish(conn, first, outcome)
     conn.execute(BLIND_RESET)
     assert store.job_lease_state(conn, recorded, first.lease_token) == {"status": "completed", "ours": True}
@@ -530,7 +528,7 @@ def test_a_daemon_never_rescues_a_job_it_holds(conn: Conn, make_config: Any) -> 
 
     def outage_longer_than_stale_after(_job: Any) -> None:
         conn.execute(stale)
-        rescued.extend(worker.housekeeper.rescue(conn))
+        rescued.extend(worker.maintenance.rescue(conn))
 
     worker.on_job_start = outage_longer_than_stale_after
     assert worker.run_once()

@@ -6,15 +6,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
-from jobcron.config import load_config
-from jobcron.daemon.housekeeper import Housekeeper
 from jobcron.daemon.sdnotify import Notifier
+from jobcron.daemon.state import DaemonState
 from jobcron.daemon.watchdog import Watchdog
 
 
@@ -77,21 +75,16 @@ def test_watchdog_is_for_this_process_only() -> None:
     assert Notifier({"WATCHDOG_USEC": "soon"}).watchdog_seconds is None
 
 
-def _keeper(notifier: Notifier, **database: float) -> Housekeeper:
-    return Housekeeper(
-        load_config(None, {}, {"database": database} if database else None),
-        "w1",
-        structlog.get_logger(),
-        notifier,
-        on_grace_expired=lambda conn, running: None,
-    )
+def _alive(notifier: Notifier, state: DaemonState, db_wait_seconds: float = 0.0) -> Callable[[float], bool]:
+    # the daemon's rule, as Worker wires it: WatchdogSec from the notifier, the server's own limits
+    return lambda now: state.loop_alive(now, notifier.watchdog_seconds, db_wait_seconds)
 
 
 def test_watchdog_pings_only_while_the_loop_ticks(notify_socket: tuple[str, socket.socket]) -> None:
     path, sock = notify_socket
     notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
-    keeper = _keeper(notifier)
-    dog = Watchdog(notifier, alive=keeper.loop_alive, stopping=lambda: False)
+    keeper = DaemonState()
+    dog = Watchdog(notifier, alive=_alive(notifier, keeper), stopping=lambda: False)
     now = time.monotonic()
     keeper.loop_tick = now
     dog.tick(now)
@@ -111,8 +104,8 @@ def test_a_loop_waiting_for_a_statement_stays_alive_until_the_server_must_have_e
     # waiting, not a hung loop, for as long as the server lets it wait (connect + lock timeout)
     path, sock = notify_socket
     notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
-    keeper = _keeper(notifier, connect_timeout_seconds=2, lock_timeout_seconds=10)
-    dog = Watchdog(notifier, alive=keeper.loop_alive, stopping=lambda: False)
+    keeper = DaemonState()
+    dog = Watchdog(notifier, alive=_alive(notifier, keeper, db_wait_seconds=2 + 10), stopping=lambda: False)
     now = time.monotonic()
     keeper.loop_tick = keeper.loop_db_since = now
     dog.tick(now + 11)

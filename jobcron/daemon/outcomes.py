@@ -1,4 +1,5 @@
-"""Run one claimed job's workflow: in-process retries, then exception -> outcome. No SQL here."""
+"""How an attempt ended, in one place: a result or an error (raised inline, or reported by the job
+process) becomes the Outcome that `finish_job` writes. The retry policy lives here too."""
 
 from __future__ import annotations
 
@@ -11,23 +12,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_any,
-    stop_when_event_set,
-    wait_exponential,
-    wait_random,
-)
-
 from jobcron.config import Config
-from jobcron.errors import InvalidJob, JobCancelled, PermanentError, TransientError
-from jobcron.models import ClaimedJob, JobStatus, Outcome
-from jobcron.workflows.base import Insight, Workflow, WorkflowContext, WorkflowResult, WorkflowSettings
+from jobcron.errors import InvalidJob, JobCancelled, PermanentError
+from jobcron.models import ClaimedJob, Outcome
+from jobcron.workflows.base import Insight, WorkflowContext, WorkflowResult, WorkflowSettings
 
-# Errors worth retrying inside the same attempt (a blip); anything else goes to a durable retry.
-IN_PROCESS_RETRYABLE = (TransientError, ConnectionError, TimeoutError)
 MAX_MESSAGE = 2000
 MAX_TRACEBACK = 8000
 
@@ -122,46 +111,6 @@ def check_job(job: ClaimedJob, max_metadata_bytes: int) -> Mapping[str, Any]:
     return metadata
 
 
-def call_workflow(workflow: Workflow, ctx: WorkflowContext, policy: RunPolicy) -> WorkflowResult:
-    """Call the workflow, retrying transient errors in-process (bounded, jittered, interruptible)."""
-    try:
-        # the first try is a plain call: most jobs never need the retry machinery, and building it
-        # costs more than a small job itself
-        value = workflow(ctx)
-    except IN_PROCESS_RETRYABLE as exc:
-        if policy.in_process_attempts <= 1 or ctx.should_stop:
-            raise
-        _log_retry(ctx, 1, exc)
-        ctx.cancel_event.wait(policy.backoff_seconds + random.uniform(0, policy.backoff_seconds))
-        if ctx.should_stop:
-            raise
-        value = _retrying(ctx, policy)(workflow, ctx)
-    return normalise_result(value)
-
-
-def _retrying(ctx: WorkflowContext, policy: RunPolicy) -> Retrying:
-    """Tries 2..N after a transient error: exponential backoff (doubling from the first wait) plus jitter."""
-    return Retrying(
-        retry=retry_if_exception_type(IN_PROCESS_RETRYABLE),
-        stop=stop_any(
-            stop_after_attempt(policy.in_process_attempts - 1),
-            stop_when_event_set(ctx.stop_event),
-            stop_when_event_set(ctx.cancel_event),
-        ),
-        wait=wait_exponential(multiplier=policy.backoff_seconds * 2, max=policy.backoff_max_seconds)
-        + wait_random(0, policy.backoff_seconds),
-        sleep=ctx.cancel_event.wait,  # type: ignore[arg-type]  # returns a bool tenacity ignores
-        before_sleep=lambda state: _log_retry(
-            ctx, state.attempt_number + 1, state.outcome.exception() if state.outcome else None
-        ),
-        reraise=True,
-    )
-
-
-def _log_retry(ctx: WorkflowContext, failed_try: int, exc: BaseException | None) -> None:
-    ctx.logger.warning("job_attempt_retrying", in_process_try=failed_try, error=repr(exc))
-
-
 def normalise_result(value: Any) -> WorkflowResult:
     """Accept a WorkflowResult or a plain JSON-serialisable value; check it can be stored."""
     result = value if isinstance(value, WorkflowResult) else WorkflowResult(result=value)
@@ -209,7 +158,7 @@ def insight_rows(insights: list[Insight]) -> list[dict[str, Any]]:
 def completed(result: WorkflowResult) -> Outcome:
     """The outcome of a successful attempt."""
     stored = json.loads(json.dumps(result.result, default=_json_default))
-    return Outcome(JobStatus.COMPLETED, result=stored, insights=insight_rows(result.insights))
+    return Outcome.completed(stored, insight_rows(result.insights))
 
 
 def failed_outcome(
@@ -226,43 +175,66 @@ def failed_outcome(
         error if error is not None else error_record(exc or RuntimeError("unknown error"), job, worker_id)
     )
     if isinstance(exc, JobCancelled):
-        return Outcome(JobStatus.CANCELLED, error=record)
+        return Outcome.cancelled(record)
     if isinstance(exc, PermanentError):
         permanent = True
     max_retries = job.max_retries if job.max_retries is not None else policy.default_max_retries
     if not permanent and policy.retry_failed_jobs and job.retry_count < max_retries:
-        return Outcome(
-            JobStatus.PENDING,
-            error=record,
-            delay_seconds=durable_delay(policy, job.retry_count),
-            retry_increment=1,
-        )
-    return Outcome(JobStatus.FAILED, error=record)
+        return Outcome.retry(record, durable_delay(policy, job.retry_count))
+    return Outcome.failed(record)
 
 
 def interrupted_outcome(job: ClaimedJob, worker_id: str, why: str) -> Outcome:
     """Put a job back as pending without charging the attempt (shutdown)."""
-    return Outcome(
-        JobStatus.PENDING,
-        error=plain_error(
+    return Outcome.interrupted(
+        plain_error(
             f"interrupted: {why}; put back without charging an attempt", "Interrupted", job, worker_id
-        ),
-        uncharge=True,
+        )
     )
 
 
-def run_inline(
-    workflow: Workflow, ctx: WorkflowContext, job: ClaimedJob, policy: RunPolicy, worker_id: str
+@dataclass(frozen=True)
+class Failure:
+    """A workflow's error, wherever it ran: raised in this process, or reported by the job process."""
+
+    kind: str
+    message: str
+    traceback: str = ""
+    permanent: bool = False
+    cancelled: bool = False  # a JobCancelled, or raised after a cancel reached the job
+
+    @classmethod
+    def of(cls, exc: BaseException, ctx: WorkflowContext) -> Failure:
+        """The failure an exception raised by the workflow stands for."""
+        return cls(
+            kind=type(exc).__name__,
+            message=str(exc) or type(exc).__name__,
+            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-MAX_TRACEBACK:],
+            permanent=isinstance(exc, PermanentError),
+            cancelled=isinstance(exc, JobCancelled) or ctx.cancel_event.is_set(),
+        )
+
+
+def from_failure(
+    failure: Failure, job: ClaimedJob, ctx: WorkflowContext, policy: RunPolicy, worker_id: str
 ) -> Outcome:
-    """Run the workflow in this process and turn whatever happens into an outcome."""
+    """THE mapping from a workflow's error to an outcome: cancelled, interrupted by a stop, or failed
+    (a durable retry while retries remain, unless the error is permanent)."""
+    error = plain_error(
+        failure.message, "JobCancelled" if failure.cancelled else failure.kind, job, worker_id
+    )
+    if failure.traceback:
+        error["traceback"] = failure.traceback
+    if failure.cancelled or ctx.cancel_event.is_set():
+        return Outcome.cancelled(error)
+    if ctx.stop_event.is_set() and not failure.permanent:
+        return interrupted_outcome(job, worker_id, f"shutdown while the job raised {failure.kind}")
+    return failed_outcome(None, job, policy, worker_id, error=error, permanent=failure.permanent)
+
+
+def from_result(result: WorkflowResult, job: ClaimedJob, policy: RunPolicy, worker_id: str) -> Outcome:
+    """The outcome of a workflow that returned; a result that cannot be stored fails the job at once."""
     try:
-        result = call_workflow(workflow, ctx, policy)
         return completed(result)
-    except JobCancelled as exc:
-        return failed_outcome(exc, job, policy, worker_id)
     except Exception as exc:
-        if ctx.cancel_event.is_set():
-            return Outcome(JobStatus.CANCELLED, error=error_record(exc, job, worker_id, "JobCancelled"))
-        if ctx.stop_event.is_set() and not isinstance(exc, PermanentError):
-            return interrupted_outcome(job, worker_id, f"shutdown while the job raised {type(exc).__name__}")
-        return failed_outcome(exc, job, policy, worker_id)
+        return failed_outcome(exc, job, policy, worker_id, permanent=True)
