@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 
 from jobcron import migrate
 from jobcron.config import Config, load_config
+from jobcron.daemon.worker import Worker
 
 
 def _admin(dsn: str) -> psycopg.Connection[Any]:
@@ -109,3 +110,21 @@ def server_dir() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _workers_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every Worker a test builds has its connection closed at the end: a test that drives a worker
+    step by step (claim, execute, record) never runs its shutdown, and an open connection left to the
+    garbage collector is a ResourceWarning, which fails the suite."""
+    made: list[Worker] = []
+    build = Worker.__init__
+
+    def init(self: Worker, *args: Any, **kwargs: Any) -> None:
+        build(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Worker, "__init__", init)
+    yield
+    for worker in made:
+        worker.close()

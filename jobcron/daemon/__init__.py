@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from jobcron.config import Config
 from jobcron.errors import ConfigError
+
+if TYPE_CHECKING:
+    from jobcron.daemon.worker import Worker
 
 
 @dataclass(frozen=True)
@@ -30,24 +34,25 @@ def serve(config: Config, options: ServeOptions, reload_config: Callable[[], Con
     from jobcron.daemon.sdnotify import Notifier
     from jobcron.daemon.worker import Worker
 
+    notifier = Notifier()
     worker = Worker(
         config,
         worker_id=options.worker_id,
         max_jobs=options.max_jobs,
         once=options.once,
         reload_config=reload_config,
-        notifier=Notifier(),
+        notifier=notifier,
     )
     if options.metrics_port is not None:
         _serve_metrics(worker, options.metrics_port, options.metrics_addr)
     signals.install(worker)
-    return worker.run()
+    try:
+        return worker.run()
+    finally:
+        notifier.close()
 
 
-def _serve_metrics(worker: object, port: int, addr: str) -> None:
-    from jobcron.daemon.worker import Worker
-
-    assert isinstance(worker, Worker)
+def _serve_metrics(worker: Worker, port: int, addr: str) -> None:
     try:
         from jobcron.daemon.maintenance import Every
         from jobcron.daemon.metrics import SAMPLE_SECONDS, Metrics

@@ -13,48 +13,35 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psycopg
 import structlog
 
-from jobcron import __version__, migrate, store
-from jobcron.config import Config, config_as_dict
-from jobcron.daemon.child import ChildRunner, Supervision
+from jobcron import store
+from jobcron.config import Config
+from jobcron.daemon import lifecycle
+from jobcron.daemon.child import ChildRunner
 from jobcron.daemon.connection import MainConnection
-from jobcron.daemon.inline import run_inline
+from jobcron.daemon.execution import Executor
+from jobcron.daemon.lifecycle import EXIT_CLEAN
 from jobcron.daemon.listener import Listener
-from jobcron.daemon.maintenance import Maintenance, host_pid
-from jobcron.daemon.outcomes import (
-    RunPolicy,
-    check_job,
-    error_record,
-    failed_outcome,
-    interrupted_outcome,
-    workflow_settings,
-)
+from jobcron.daemon.maintenance import Maintenance
+from jobcron.daemon.recording import Recorder
 from jobcron.daemon.sdnotify import Notifier
 from jobcron.daemon.state import DaemonState, Running
 from jobcron.daemon.watchdog import Watchdog
-from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, retrying, scrub
-from jobcron.errors import DatabaseUnavailable, PermanentError, WorkerIdTaken
-from jobcron.models import ClaimedJob, JobStatus, Outcome
+from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, scrub
+from jobcron.errors import DatabaseUnavailable
+from jobcron.models import ClaimedJob, Outcome
 from jobcron.workflows import Registry
-from jobcron.workflows.base import FileInfo, WorkflowContext
 
 if TYPE_CHECKING:
     from jobcron.daemon.metrics import Metrics
 
-EXIT_CLEAN = 0
 RECHECK_AFTER_BUSY_SECONDS = 0.05
 # a claim that lost the race for a user's slot is tried again at once, this many times
 SLOT_RACE_TRIES = 3
-
-_OUTCOME_EVENTS = {
-    JobStatus.COMPLETED: "job_completed",
-    JobStatus.FAILED: "job_failed",
-    JobStatus.CANCELLED: "job_cancelled",
-}
 
 
 def default_worker_id() -> str:
@@ -82,12 +69,18 @@ class Worker:
         self.reload_config = reload_config
         self.notifier = notifier or Notifier({})
         self.log = structlog.get_logger().bind(worker_id=self.worker_id)
-        self.registry = Registry(config.workflows)
-        self.policy = RunPolicy.from_config(config)
-        self.settings = workflow_settings(config)
         self.state = DaemonState()
         self.db = MainConnection(
             config, self.state, self.log, self.notifier, once=once, on_reconnect=self._after_reconnect
+        )
+        self.executor = Executor(config, self.worker_id, self.state, self.db, self.log)
+        self.recorder = Recorder(
+            self.worker_id,
+            self.state,
+            self.db,
+            self.log,
+            policy=lambda: self.executor.policy,
+            claim_params=self._claim_params,
         )
         self.maintenance = Maintenance(
             config,
@@ -95,7 +88,7 @@ class Worker:
             self.state,
             self.log,
             self.notifier,
-            on_grace_expired=lambda conn, running: end_at_grace(self, conn, running),
+            on_grace_expired=lambda conn, running: lifecycle.end_at_grace(self, conn, running),
         )
         self.watchdog = Watchdog(
             self.notifier,
@@ -106,10 +99,8 @@ class Worker:
             ),
         )
         self.listener: Listener | None = None
-        self.job_process: ChildRunner | None = None
         self.on_job_start: Callable[[ClaimedJob], None] | None = None
         self.metrics: Metrics | None = None
-        self._next: ClaimedJob | None = None
         self._ran: Running | None = None
 
     # --- control ----------------------------------------------------------------------------------------
@@ -137,11 +128,31 @@ class Worker:
     @property
     def next_job(self) -> ClaimedJob | None:
         """The job claimed together with the last record, to run next."""
-        return self._next
+        return self.recorder.next_job
+
+    @property
+    def registry(self) -> Registry:
+        """The workflows this daemon runs."""
+        return self.executor.registry
+
+    @property
+    def job_process(self) -> ChildRunner | None:
+        """The warm job process of process mode, once started."""
+        return self.executor.job_process
+
+    def close_job_process(self) -> None:
+        """End the warm job process (at shutdown, after a reload; tests that drive execute() call it)."""
+        self.executor.close()
+
+    def close(self) -> None:
+        """Close the loop's connection and the job process without the shutdown steps (a worker driven
+        step by step, as tests and tools do; `run()` ends with `shutdown()` instead)."""
+        self.executor.close()
+        self.db.drop()
 
     def use_metrics(self, metrics: Metrics) -> None:
         """Count into these Prometheus metrics (`run --metrics-port`)."""
-        self.metrics = self.db.metrics = self.maintenance.metrics = metrics
+        self.metrics = self.db.metrics = self.maintenance.metrics = self.recorder.metrics = metrics
 
     def _loop_alive(self, now: float) -> bool:
         d = self.config.database
@@ -208,7 +219,7 @@ class Worker:
     def run_once(self) -> bool:
         """Claim (or take the job claimed with the last record), run and record one job; False when idle."""
         self.state.tick()
-        job, self._next = self._next, None
+        job = self.recorder.take_next()
         if job is None:
             if not self._may_claim():
                 return False
@@ -224,26 +235,11 @@ class Worker:
         structlog.contextvars.bind_contextvars(
             job_id=job.id, job_type=job.job_type, user_id=job.user_id, attempt=job.attempts
         )
-        ctx = WorkflowContext(
-            job_id=job.id,
-            job_type=job.job_type,
-            attempt=job.attempts,
-            user_id=job.user_id,
-            business_description=job.business_description,
-            metadata={},
-            file=None,
-            logger=self.log,
-            settings=self.settings,
-            created_at=job.created_at,
-        )
-        if job.cancel_requested:
-            ctx.cancel_event.set()
-        process_mode = self.config.execution_mode_for(job.job_type) == "process"
         running = Running(
             job,
-            ctx,
+            self.executor.context(job),
             next_heartbeat=time.monotonic() + self.config.daemon.heartbeat_interval_seconds,
-            supervised_by_main=process_mode,
+            supervised_by_main=self.executor.is_process_mode(job),
             timeout_seconds=float(
                 job.timeout_seconds or self.config.scheduler_settings.job_timeout_minutes * 60
             ),
@@ -254,64 +250,15 @@ class Worker:
         self.log.debug("job_claimed")
         if self.metrics is not None:
             self.metrics.job_claimed(job.job_type)
-        if self.on_job_start is not None:
-            self.on_job_start(job)
         try:
-            ctx.metadata = check_job(job, self.config.job_processing.max_metadata_bytes)
-            workflow = self.registry.get(job.job_type)
-            if job.file_id is not None:
-                ctx.file = self._load_file(job.file_id)
-            if process_mode:
-                outcome = self._job_process().run(
-                    job, ctx, self.worker_id, self.policy, self._supervision(running)
-                )
-            else:
-                outcome = run_inline(workflow, ctx, job, self.policy, self.worker_id)
-        except PermanentError as exc:
-            outcome = failed_outcome(exc, job, self.policy, self.worker_id)
+            if self.on_job_start is not None:
+                self.on_job_start(job)
+            return self.executor.run(running)
         finally:
             self.state.end()
             self.state.jobs_done += 1
             if self.state.grace_deadline is None:
                 self.notifier.status("idle")
-        return outcome
-
-    def _warm_up_job_process(self) -> None:
-        """Start the job process now, not at the first job: it imports while the daemon idles."""
-        p = self.config.job_processing
-        if p.execution_mode == "process" or "process" in p.execution_mode_by_type.values():
-            self._job_process().start()
-
-    def _job_process(self) -> ChildRunner:
-        if self.job_process is None:
-            self.job_process = ChildRunner(self.config, self.policy, self.log)
-        return self.job_process
-
-    def close_job_process(self) -> None:
-        """End the warm job process (at shutdown, after a reload; tests that drive execute() call it)."""
-        if self.job_process is not None:
-            self.job_process.close()
-            self.job_process = None
-
-    def _supervision(self, running: Running) -> Supervision:
-        c = self.config
-        return Supervision(
-            timeout_seconds=running.timeout_seconds,
-            max_processing_seconds=c.job_processing.max_processing_time_minutes * 60,
-            cancel_grace_seconds=c.daemon.cancel_grace_seconds,
-            force_cancel=lambda: running.force,
-            stop_deadline=lambda: self.state.grace_deadline,
-        )
-
-    def _load_file(self, file_id: str) -> FileInfo | None:
-        def load(conn: Connection) -> dict[str, Any] | None:
-            store.mark_file_processing(conn, file_id)
-            return store.get_file(conn, file_id)
-
-        row = self.db.run(load)
-        if row is None:
-            return None
-        return FileInfo(str(row["id"]), row["file_path"], row["original_name"], row["status"])
 
     def record(self, job: ClaimedJob, outcome: Outcome, *, claim_next: bool = True) -> ClaimedJob | None:
         """Write the outcome under the lease, and claim the next job in the same transaction when allowed.
@@ -319,179 +266,19 @@ class Worker:
         Returns the job so claimed (it is also what the next `run_once` runs). A lost lease writes
         nothing and logs `lease_lost`.
         """
-        try:
-            recorded, self._next = self.db.run(
-                lambda conn: self._write(conn, job, outcome, claim_next), must_finish=True
-            )
-        except psycopg.Error as exc:
-            if isinstance(exc, DB_UNAVAILABLE):
-                raise
-            # the outcome itself could not be stored (e.g. a value the database refuses): fail the job with why
-            self.log.error("job_record_failed", error=str(exc).strip()[:500])
-            fallback = failed_outcome(
-                exc,
-                job,
-                self.policy,
-                self.worker_id,
-                error=error_record(exc, job, self.worker_id, "RecordError"),
-                permanent=True,
-            )
-            recorded, self._next = self.db.run(
-                lambda conn: self._write(conn, job, fallback, False), must_finish=True
-            )
-            outcome = fallback
-        if not recorded:
-            state = self.db.run(
-                lambda conn: store.job_lease_state(conn, job.id, job.lease_token), must_finish=True
-            )
-            # our own write whose commit we did not see (the connection dropped) is not a lost lease:
-            # the row carries this lease's record mark (a rescue, release or reset never leaves it)
-            if not (state and state["ours"] and state["status"] != JobStatus.PROCESSING):
-                self._let_go(job)
-                self.log.warning("lease_lost", status=state["status"] if state else None)
-                structlog.contextvars.clear_contextvars()
-                return self._next
-        self._let_go(job)
-        self._log_outcome(job, outcome)
-        structlog.contextvars.clear_contextvars()
-        return self._next
-
-    def _let_go(self, job: ClaimedJob) -> None:
-        # the same job may be held again already: an operator's reset made it pending, and the
-        # claim that shared this record's transaction took it as the next job
-        if self._next is None or self._next.id != job.id:
-            self.state.let_go(job.id)
-
-    def _write(
-        self, conn: Connection, job: ClaimedJob, outcome: Outcome, claim_next: bool
-    ) -> tuple[bool, ClaimedJob | None]:
-        if not claim_next:
-            recorded = store.finish(conn, job, outcome)
-            if recorded and job.user_id is not None:
-                # the user's next job may run now and this daemon will not claim it: wake the others
-                store.notify_jobs(conn, "slot")
-            return recorded, None
-        try:
-            recorded, claimed = store.finish_and_claim(conn, job, outcome, self._claim_params())
-        except psycopg.Error as exc:
-            if isinstance(exc, DB_UNAVAILABLE):
-                raise
-            # the claim half failed (most often a slot race with another daemon) and took the record
-            # half down with it: record alone; only an error of the record itself fails the job
-            return store.finish(conn, job, outcome), None
-        # nothing claimed but blocked jobs parked: the loop's next cycle claims again at once
-        nxt = claimed.job
-        if nxt is not None:
-            self.state.hold(nxt.id)
-        return recorded, nxt
-
-    def _log_outcome(self, job: ClaimedJob, outcome: Outcome) -> None:
         ran = self._ran
         since = ran.since if ran is not None and ran.job.id == job.id else time.monotonic()
-        duration_ms = round((time.monotonic() - since) * 1000, 2)
-        if self.metrics is not None:
-            self.metrics.job_outcome(job.job_type, outcome, duration_ms / 1000)
-        if outcome.is_interrupted:
-            self.log.info("job_interrupted", duration_ms=duration_ms)
-        elif outcome.is_retry:
-            self.log.warning(
-                "job_retry_scheduled",
-                duration_ms=duration_ms,
-                delay_seconds=round(outcome.delay_seconds, 2),
-                error=outcome.error_message,
-            )
-        elif outcome.status == JobStatus.COMPLETED:
-            self.log.info("job_completed", duration_ms=duration_ms, insights=len(outcome.insights))
-        else:
-            self.log.warning(
-                _OUTCOME_EVENTS[outcome.status], duration_ms=duration_ms, error=outcome.error_message
-            )
+        return self.recorder.record(job, outcome, since, claim_next=claim_next)
 
     def put_back_next(self, conn: Connection) -> None:
         """The job claimed with the last record goes back, uncharged: the daemon stops before running it."""
-        nxt, self._next = self._next, None
-        if nxt is not None:
-            self.state.let_go(nxt.id)
-            store.finish(
-                conn, nxt, interrupted_outcome(nxt, self.worker_id, "daemon stopping before it started")
-            )
+        self.recorder.put_back_next(conn)
 
     # --- the loop ----------------------------------------------------------------------------------------
 
     def start(self) -> bool:
-        """Connect, check the schema, announce the worker and start the helper threads.
-
-        While the server cannot be reached this waits (warning now and then), up to
-        daemon.once_db_wait_seconds under --once; a refusal no retry can change (credentials, database
-        name, startup options) raises DatabaseRefused at once. False: stopped before the server answered.
-        """
-        try:
-            for attempt in retrying(
-                self.state.stop, on_retry=self.db.on_retry, deadline=self.db.deadline, refusals=False
-            ):
-                with attempt:
-                    self._announce(self.db.connection())
-        except DatabaseRefused:
-            raise
-        except DB_UNAVAILABLE:
-            if self.stopping:
-                return False
-            raise
-        if self.db.outage is not None:
-            self.db.back()
-        self.db.lost = False  # the start's connection took the id and rescued: nothing to resync
-        self._start_threads()
-        return True
-
-    def _announce(self, conn: Connection) -> None:
-        """The start's database steps; each may run again on a new connection after a failure."""
-        migrate.check(conn)
-        # two live daemons under one id would rescue and release each other's jobs: refuse to start
-        # (behind a transaction-mode pooler a session lock cannot be held: documented instead)
-        if self.config.database.prepared_statements and not store.worker_id_lock(conn, self.worker_id):
-            raise WorkerIdTaken(
-                f"another daemon is running as worker id {self.worker_id!r}; give each daemon its own --worker-id"
-            )
-        store.worker_register(conn, self.worker_id, *host_pid(), "idle", __version__)
-        # jobs an earlier run under this id left processing died with it: rescued now and charged
-        # an attempt, so a job that kills its daemon cannot make it crash-loop forever
-        rescued = self.maintenance.rescue(conn, restarted_worker=self.worker_id)
-        if rescued:
-            self.log.warning("jobs_rescued_at_start", job_ids=rescued)
-        if not self.config.job_processing.auto_start_processing:
-            # auto_start_processing false: processing does not start by itself when the system starts;
-            # a daemon restarting into a live fleet must not pause what an operator resumed
-            alive_within = 3 * self.config.daemon.worker_heartbeat_seconds
-            if store.pause_all_if_absent(conn, self.worker_id, alive_within):
-                self.log.warning("worker_started_paused", hint="run `job_cron resume` to start processing")
-        self.state.paused = tuple(store.paused_types(conn))
-
-    def _start_threads(self) -> None:
-        self.state.activity = "idle"
-        self._warm_up_job_process()
-        self.maintenance.start()
-        self.watchdog.start()
-        if self.config.daemon.listen:
-            self.listener = Listener(
-                self.config,
-                self.state.wake,
-                self.log,
-                on_cancel=self.maintenance.lease.cancel_requested,
-                on_control=self._control_changed,
-            )
-            self.listener.start()
-        self.log.info(
-            "worker_started",
-            config=_loggable_config(self.config),
-            workflows=self.registry.names(),
-            listen=self.config.daemon.listen,
-        )
-        self.notifier.ready("idle")
-
-    def _control_changed(self) -> None:
-        self.state.pauses_dirty.set()
-        self.state.poke.set()
-        self.state.wake.set()
+        """Connect, check the schema, announce the worker and start the helper threads (see lifecycle.start)."""
+        return lifecycle.start(self)
 
     def run(self) -> int:
         """Loop until stopped (or until --max-jobs / --once say so); returns the exit code.
@@ -526,7 +313,7 @@ class Worker:
                 if self.once and not self.stopping:
                     break
                 self.state.tick()
-                self.state.wake.wait(self._idle_wait(just_busy=busy))
+                self.state.wake.wait(self.idle_wait(just_busy=busy))
                 busy = False
         except DB_UNAVAILABLE as exc:
             if not self.stopping:
@@ -548,7 +335,7 @@ class Worker:
             + scrub(" ".join(str(exc).split()), self.config.database.url)
         )
 
-    def _idle_wait(self, *, just_busy: bool = False) -> float:
+    def idle_wait(self, *, just_busy: bool = False) -> float:
         """The poll interval, shortened to when the next retry or delayed job becomes due.
 
         Right after a busy stretch the first wait is short: a claim can come back empty while another
@@ -564,83 +351,11 @@ class Worker:
         return interval if due is None else max(0.01, min(interval, due))
 
     def _reload(self) -> None:
-        self.state.reload.clear()
-        if self.reload_config is None:
-            return
-        self.notifier.reloading()
-        try:
-            new = self.reload_config()
-        except Exception as exc:  # a bad edit must not stop a running daemon
-            self.log.error("config_reload_failed", error=str(exc))
-            # without READY=1 systemd would show the unit as reloading forever
-            self.notifier.ready("idle (config reload failed, old config kept)")
-            return
-        self.config = self.db.config = new
-        self.maintenance.reconfigure(new)
-        self.policy = RunPolicy.from_config(new)
-        self.settings = workflow_settings(new)
-        self.close_job_process()  # a job process with the new settings
-        from jobcron import logs
-
-        logs.configure(new.logging.level, new.logging.format)
-        self._warm_up_job_process()
-        self.log.info("config_reloaded", config=_loggable_config(new))
-        self.notifier.ready("idle")
+        lifecycle.reload(self)
 
     def shutdown(self) -> None:
         """Stop the threads, put back a prefetched job, remove the worker row."""
-        self.notifier.stopping()
-        if self.listener is not None:
-            self.listener.halt.set()
-        self.maintenance.halt.set()
-        self.state.poke.set()
-        self.close_job_process()
-        if self.maintenance.is_alive():
-            # its statement in flight ends within the lock timeout (past the stop deadline the watchdog
-            # cancels it); a halted housekeeper never registers the worker row again
-            d = self.config.database
-            self.maintenance.join(d.connect_timeout_seconds + d.lock_timeout_seconds + 1)
-        try:
-            self.db.run(self._release_and_unregister, must_finish=True)
-        except psycopg.Error as exc:
-            self.log.error("unregister_failed", error=str(exc).strip()[:200])
-        self.db.drop()
-        self.watchdog.halt.set()
-        self.watchdog.poke.set()
-        if self.watchdog.is_alive():
-            self.watchdog.join(1.0)
-        self.log.info("worker_stopped", jobs_done=self.jobs_done, exit_code=EXIT_CLEAN)
-
-    def _release_and_unregister(self, conn: Connection) -> None:
-        self.put_back_next(conn)
-        store.worker_unregister(conn, self.worker_id)
-
-
-def end_at_grace(worker: Worker, conn: Connection | None, running: Running) -> None:
-    """The shutdown grace ended with an inline job still running: put it back and end the process.
-
-    Runs on the housekeeper's thread, on its connection: a thread cannot be killed, so ending the
-    process is the interruption, once the job and the one claimed next are put back uncharged.
-    """
-    log = worker.log
-    log.warning("shutdown_grace_expired", job_id=running.job.id)
-    outcome = interrupted_outcome(running.job, worker.worker_id, "shutdown grace period expired")
-    if conn is not None:
-        try:
-            store.finish(conn, running.job, outcome)
-            worker.put_back_next(conn)
-            store.worker_unregister(conn, worker.worker_id)
-        except psycopg.Error as exc:
-            log.error("put_back_failed", error=str(exc).strip()[:200])
-    log.info("job_interrupted", job_id=running.job.id)
-    log.info("worker_stopped", jobs_done=worker.jobs_done, exit_code=EXIT_CLEAN)
-    worker.notifier.stopping()
-    os._exit(EXIT_CLEAN)
-
-
-def _loggable_config(config: Config) -> dict[str, Any]:
-    data = config_as_dict(config)
-    return {k: data[k] for k in ("database", "scheduler_settings", "job_processing", "daemon")}
+        lifecycle.shutdown(self)
 
 
 __all__ = ["Worker", "default_worker_id"]

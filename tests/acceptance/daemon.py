@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.processes import reap
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -94,13 +96,16 @@ class Daemon:
         """Wait for the process to end and return its exit code."""
         code = self.proc.wait(timeout)
         self._reader.join(5)
+        self.stop()
         return code
 
     def stop(self) -> None:
-        """Make sure the process is gone (test teardown)."""
+        """Make sure the process is gone and its pipes are closed (test teardown)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+        self._reader.join(5)
+        reap(self.proc)
 
 
 class NotifySocket:

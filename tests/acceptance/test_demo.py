@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from jobcron.workflows import Registry
+from tests.processes import reap
 
 pytestmark = pytest.mark.acceptance
 
@@ -108,9 +109,7 @@ def test_demo_on_an_embedded_server(state_root: Path, samples: Path) -> None:
         # the job running at Ctrl-C finishes within the grace period
         assert "2/2 jobs completed" in out
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        reap(proc)
     assert not (state / "pgdata" / "postmaster.pid").exists()  # the server was stopped
 
 

@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 from tests import workflows
 from tests.acceptance.daemon import REPO, Daemon, NotifySocket, write_config
 from tests.factories import insert_job, job
+from tests.processes import reap
 
 pytestmark = pytest.mark.acceptance
 
@@ -272,9 +273,7 @@ def test_a_killed_command_leaves_no_backend_queued_behind_the_lock(dsn: str) -> 
                 assert time.monotonic() - killed_at < 2 + 2, "a killed command's backend stays queued"
                 time.sleep(0.05)
         finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait(5)
+            reap(client, 5)
 
 
 class SilentAfterLogin:

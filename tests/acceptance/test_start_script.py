@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.factories import insert_job
+from tests.processes import reap
 
 pytestmark = pytest.mark.acceptance
 
@@ -147,9 +148,7 @@ def test_docker_mode_execs_the_daemon(dsn: str, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        reap(proc)
 
 
 def test_prod_installs_into_a_prefix(tmp_path: Path) -> None:

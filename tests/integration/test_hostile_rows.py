@@ -256,7 +256,7 @@ def test_scheduled_at_infinity_never_runs_and_does_not_upset_an_idle_worker(
     never = insert(conn, JOBS + "(job_type, scheduled_at) VALUES ('noop', 'infinity')")
     worker = Worker(config)
     assert worker.run_once() is False
-    assert worker._idle_wait() == 7  # the poll interval: no error, no busy loop
+    assert worker.idle_wait() == 7  # the poll interval: no error, no busy loop
     row = conn.execute("SELECT status, attempts FROM processing_jobs WHERE id = %s", (never,)).fetchone()
     assert row == {"status": "pending", "attempts": 0}
     try:

@@ -17,6 +17,7 @@ from jobcron.admin import status as admin_status
 from jobcron.config import Config
 from tests.factories import insert_job
 from tests.ops_cli import run, run_json
+from tests.processes import reap
 
 Conn = psycopg.Connection[dict[str, Any]]
 REPO = Path(__file__).resolve().parents[2]
@@ -206,8 +207,7 @@ def test_status_watch_refreshes_until_ctrl_c(dsn: str, tmp_path: Path) -> None:
         assert proc.returncode == 0
         assert "Traceback" not in err
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
 
 
 def test_dead_after_follows_the_worker_heartbeat(make_config: Any) -> None:

@@ -37,9 +37,26 @@ def received(sock: socket.socket) -> list[str]:
         return got
 
 
-def test_messages_reach_the_socket(notify_socket: tuple[str, socket.socket]) -> None:
+Notifiers = Callable[[dict[str, str]], Notifier]
+
+
+@pytest.fixture
+def notifiers() -> Iterator[Notifiers]:
+    """Notifiers whose sockets are closed when the test ends."""
+    made: list[Notifier] = []
+
+    def make(environ: dict[str, str]) -> Notifier:
+        made.append(Notifier(environ))
+        return made[-1]
+
+    yield make
+    for notifier in made:
+        notifier.close()
+
+
+def test_messages_reach_the_socket(notify_socket: tuple[str, socket.socket], notifiers: Notifiers) -> None:
     path, sock = notify_socket
-    n = Notifier({"NOTIFY_SOCKET": path})
+    n = notifiers({"NOTIFY_SOCKET": path})
     assert n.enabled and n.watchdog_seconds is None
     n.ready()
     n.status("running job 42 (noop)")
@@ -61,8 +78,8 @@ def test_without_a_socket_nothing_is_sent() -> None:
     assert n.send("READY=1") is False
 
 
-def test_a_vanished_socket_never_raises(tmp_path: Path) -> None:
-    n = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone")})
+def test_a_vanished_socket_never_raises(tmp_path: Path, notifiers: Notifiers) -> None:
+    n = notifiers({"NOTIFY_SOCKET": str(tmp_path / "gone")})
     assert n.send("READY=1") is False
 
 
@@ -80,9 +97,11 @@ def _alive(notifier: Notifier, state: DaemonState, db_wait_seconds: float = 0.0)
     return lambda now: state.loop_alive(now, notifier.watchdog_seconds, db_wait_seconds)
 
 
-def test_watchdog_pings_only_while_the_loop_ticks(notify_socket: tuple[str, socket.socket]) -> None:
+def test_watchdog_pings_only_while_the_loop_ticks(
+    notify_socket: tuple[str, socket.socket], notifiers: Notifiers
+) -> None:
     path, sock = notify_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+    notifier = notifiers({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
     keeper = DaemonState()
     dog = Watchdog(notifier, alive=_alive(notifier, keeper), stopping=lambda: False)
     now = time.monotonic()
@@ -99,11 +118,12 @@ def test_watchdog_pings_only_while_the_loop_ticks(notify_socket: tuple[str, sock
 
 def test_a_loop_waiting_for_a_statement_stays_alive_until_the_server_must_have_ended_it(
     notify_socket: tuple[str, socket.socket],
+    notifiers: Notifiers,
 ) -> None:
     # a lock timeout longer than WatchdogSec: a statement waiting for another session's lock is the loop
     # waiting, not a hung loop, for as long as the server lets it wait (connect + lock timeout)
     path, sock = notify_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+    notifier = notifiers({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
     keeper = DaemonState()
     dog = Watchdog(notifier, alive=_alive(notifier, keeper, db_wait_seconds=2 + 10), stopping=lambda: False)
     now = time.monotonic()
@@ -120,9 +140,10 @@ def test_a_loop_waiting_for_a_statement_stays_alive_until_the_server_must_have_e
 
 def test_stopping_is_announced_once_without_waiting_for_the_next_ping(
     notify_socket: tuple[str, socket.socket],
+    notifiers: Notifiers,
 ) -> None:
     path, sock = notify_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path})
+    notifier = notifiers({"NOTIFY_SOCKET": path})
     stop = threading.Event()
     dog = Watchdog(notifier, alive=lambda now: True, stopping=stop.is_set)
     dog.tick(time.monotonic())
