@@ -10,10 +10,10 @@ from typing import Any
 
 from jobcron import store
 from jobcron.config import Config
-from jobcron.daemon.child import ChildRunner, Supervision
 from jobcron.daemon.connection import MainConnection
 from jobcron.daemon.inline import run_inline
 from jobcron.daemon.outcomes import RunPolicy, check_job, failed_outcome, workflow_settings
+from jobcron.daemon.process import ChildRunner, Supervision
 from jobcron.daemon.state import DaemonState, Running
 from jobcron.db import Connection
 from jobcron.errors import PermanentError

@@ -21,12 +21,12 @@ import structlog
 from jobcron import store
 from jobcron.config import Config
 from jobcron.daemon import lifecycle
-from jobcron.daemon.child import ChildRunner
 from jobcron.daemon.connection import MainConnection
 from jobcron.daemon.execution import Executor
 from jobcron.daemon.lifecycle import EXIT_CLEAN
 from jobcron.daemon.listener import Listener
 from jobcron.daemon.maintenance import Maintenance
+from jobcron.daemon.process import ChildRunner
 from jobcron.daemon.recording import Recorder
 from jobcron.daemon.sdnotify import Notifier
 from jobcron.daemon.state import DaemonState, Running
