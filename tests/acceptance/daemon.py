@@ -96,7 +96,6 @@ class Daemon:
         """Wait for the process to end and return its exit code."""
         code = self.proc.wait(timeout)
         self._reader.join(5)
-        self.stop()
         return code
 
     def stop(self) -> None:

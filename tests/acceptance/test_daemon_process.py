@@ -149,5 +149,8 @@ def test_sighup_reloads_config(conn: Conn, dsn: str, tmp_path: Path, daemons: li
 
 def test_schema_out_of_date_refuses_to_start(empty_dsn: str, tmp_path: Path) -> None:
     d = Daemon(empty_dsn, write_config(tmp_path / "c.json"))
-    assert d.wait_exit() == 3
+    try:
+        assert d.wait_exit() == 3
+    finally:
+        d.stop()
     assert "job_cron migrate" in "".join(d.raw)
