@@ -179,6 +179,7 @@ class Relay:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
         self._server: socket.socket | None = None
+        self._relayed: list[socket.socket] = []  # closed by close(), whether their pumps ended or not
 
     def open(self) -> None:
         self._server = socket.create_server(("127.0.0.1", self.port))
@@ -187,12 +188,15 @@ class Relay:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for sock in self._relayed:
+            sock.close()
 
     def _accept(self, server: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while True:
                 client, _ = server.accept()
                 upstream = socket.create_connection(self.target)
+                self._relayed += [client, upstream]
                 for src, dst in ((client, upstream), (upstream, client)):
                     threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
