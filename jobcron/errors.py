@@ -51,6 +51,21 @@ class InvalidInput(JobCronError, ValueError):
     """Input from an operator or an application is invalid; the message names the field (and line)."""
 
 
+# refusals of schedule management (jobcron.schedules.manage)
+
+
+class ScheduleNotFound(JobCronError):
+    """No schedule has the given id or name."""
+
+
+class ScheduleNameTaken(JobCronError):
+    """Another schedule has that name already."""
+
+
+class ScheduleFinished(JobCronError):
+    """A schedule cannot be resumed: it has no occurrence left (ended, or ran its max executions)."""
+
+
 class JobNotFound(JobCronError):
     """No job has the given id."""
 
