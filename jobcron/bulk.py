@@ -18,7 +18,7 @@ import psycopg
 
 from jobcron import store
 from jobcron.client import DEFAULT_MAX_METADATA_BYTES, KNOWN, check_fields, copy_row, time_ordered_ids
-from jobcron.errors import InvalidInput
+from jobcron.errors import BulkInputError, InvalidInput
 
 FORMATS = ("jsonl", "csv")
 MAX_REPORTED = 20
@@ -32,16 +32,6 @@ class BulkResult:
     lines: int = 0
     duplicates: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)
-
-
-class BulkInputError(InvalidInput):
-    """Bad lines in a bulk input; nothing was enqueued."""
-
-    def __init__(self, bad: list[tuple[int, str]], truncated: bool) -> None:
-        self.bad = bad
-        more = f" (and {len(bad) - 1} more bad line(s){', stopped counting' if truncated else ''})"
-        suffix = more if len(bad) > 1 or truncated else ""
-        super().__init__(f"line {bad[0][0]}: {bad[0][1]}{suffix}; nothing was enqueued")
 
 
 def format_for(path: str, given: str | None) -> str:

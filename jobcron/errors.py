@@ -51,6 +51,27 @@ class InvalidInput(JobCronError, ValueError):
     """Input from an operator or an application is invalid; the message names the field (and line)."""
 
 
+# defined here rather than next to their one raiser, so that every error has one home
+
+
+class ScheduleError(JobCronError):
+    """A schedule definition that cannot work; the message says why."""
+
+
+class BulkInputError(InvalidInput):
+    """Bad lines in a bulk input; nothing was enqueued."""
+
+    def __init__(self, bad: list[tuple[int, str]], truncated: bool) -> None:
+        self.bad = bad
+        more = f" (and {len(bad) - 1} more bad line(s){', stopped counting' if truncated else ''})"
+        suffix = more if len(bad) > 1 or truncated else ""
+        super().__init__(f"line {bad[0][0]}: {bad[0][1]}{suffix}; nothing was enqueued")
+
+
+class DataDirInUse(JobCronError):
+    """Another live process runs the embedded server of this data folder."""
+
+
 # refusals of schedule management (jobcron.schedules.manage)
 
 

@@ -19,7 +19,7 @@ from jobcron.cli.ops import emit, invalid_input_exits
 from jobcron.cli.render import echo, redact, render_job, render_jobs
 from jobcron.db import Connection
 from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
-from jobcron.errors import InvalidInput
+from jobcron.errors import BulkInputError, InvalidInput
 from jobcron.terminal import printable_data
 
 STATUS_CHOICE = click.Choice(admin_jobs.STATUSES)
@@ -356,7 +356,7 @@ def _bulk(
             skip_bad=skip_bad,
             max_metadata_bytes=max_bytes,
         )
-    except bulk.BulkInputError as exc:
+    except BulkInputError as exc:
         echo(f"job_cron: error: {exc}", err=True)
         for number, problem in exc.bad[1:]:
             echo(f"job_cron:   line {number}: {problem}", err=True)

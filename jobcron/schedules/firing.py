@@ -10,7 +10,8 @@ import psycopg
 
 from jobcron import store
 from jobcron.db import Connection
-from jobcron.schedules.rules import ScheduleError, ScheduleSpec, latest_due, next_occurrence, validate
+from jobcron.errors import ScheduleError
+from jobcron.schedules.rules import ScheduleSpec, latest_due, next_occurrence, validate
 
 FIRE_BATCH = 50
 

@@ -21,14 +21,13 @@ import psycopg
 
 from jobcron import store
 from jobcron.db import Connection
-from jobcron.errors import InvalidInput, ScheduleFinished, ScheduleNameTaken, ScheduleNotFound
+from jobcron.errors import InvalidInput, ScheduleError, ScheduleFinished, ScheduleNameTaken, ScheduleNotFound
 from jobcron.schedules.firing import first_run, spec_from_row, state_of
 from jobcron.schedules.rules import (
     ALL_KIND_FIELDS,
     KIND_FIELDS,
     KINDS,
     WEEKDAY_NAMES,
-    ScheduleError,
     describe,
     parse_duration,
     validate,

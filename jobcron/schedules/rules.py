@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from jobcron.errors import JobCronError
+from jobcron.errors import ScheduleError
 
 KINDS = ("once", "interval", "daily", "weekly", "monthly", "cron")
 # the timing fields each kind uses; the others must stay empty
@@ -52,10 +52,6 @@ MAX_CRON_SKIPS = 4000
 TICK = timedelta(microseconds=1)
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-class ScheduleError(JobCronError):
-    """A schedule definition that cannot work; the message says why."""
 
 
 @dataclass(frozen=True)

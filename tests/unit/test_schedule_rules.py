@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobcron.config import load_config
-from jobcron.errors import ConfigError
+from jobcron.errors import ConfigError, ScheduleError
 from jobcron.schedules.rules import (
-    ScheduleError,
     ScheduleSpec,
     describe,
     latest_due,
