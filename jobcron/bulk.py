@@ -8,7 +8,6 @@ With skip_bad, bad lines are left out and reported and the good ones are enqueue
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +17,8 @@ import psycopg
 
 from jobcron import store
 from jobcron.client import DEFAULT_MAX_METADATA_BYTES, KNOWN, check_fields, copy_row, time_ordered_ids
-from jobcron.errors import BulkInputError, InvalidInput
+from jobcron.errors import BulkInputError, InvalidInput, JsonRefused
+from jobcron.jsontext import parse_json
 
 FORMATS = ("jsonl", "csv")
 MAX_REPORTED = 20
@@ -47,13 +47,11 @@ def read_jsonl(source: TextIO) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
+            value = parse_json(line)
+        except JsonRefused as exc:
             # exc.colno would count from the line end when the error is at the newline itself
-            yield number, f"invalid JSON: {exc.msg} at column {exc.pos + 1}"
-            continue
-        except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
-            yield number, f"invalid JSON: {exc}"
+            where = "" if exc.pos is None else f" at column {exc.pos + 1}"
+            yield number, f"invalid JSON: {exc.reason}{where}"
             continue
         if not isinstance(value, dict):
             yield number, f"expected a JSON object, got {type(value).__name__}"

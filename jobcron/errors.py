@@ -72,6 +72,21 @@ class DataDirInUse(JobCronError):
     """Another live process runs the embedded server of this data folder."""
 
 
+class JsonRefused(ValueError):
+    """JSON text the parser refused (jsontext.parse_json); callers say which input it was.
+
+    `reason` is the parser's message; lineno, colno and pos say where, when the syntax is at fault
+    (None for valid syntax it still refuses, such as an integer of 5,000 digits). str() is the
+    reason with " at column N" when there is one.
+    """
+
+    def __init__(
+        self, reason: str, *, lineno: int | None = None, colno: int | None = None, pos: int | None = None
+    ) -> None:
+        self.reason, self.lineno, self.colno, self.pos = reason, lineno, colno, pos
+        super().__init__(reason if colno is None else f"{reason} at column {colno}")
+
+
 # refusals of schedule management (jobcron.schedules.manage)
 
 

@@ -23,7 +23,8 @@ from jobcron.db import (
     scrub,
     waited_message,
 )
-from jobcron.errors import ConfigError, JobCronError, SchemaOutOfDate
+from jobcron.durations import parse_duration
+from jobcron.errors import ConfigError, InvalidInput, JobCronError, SchemaOutOfDate
 from jobcron.terminal import printable
 
 EXIT_OK = 0
@@ -61,6 +62,14 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """Print an error naming the problem and exit with a documented code."""
     click.echo(f"job_cron: error: {printable(message, keep_newlines=True)}", err=True)
     sys.exit(code)
+
+
+def duration_option(value: str, flag: str) -> float:
+    """The seconds a duration flag says ("90s", "15m", "1h30m"), or exit 2 naming the flag."""
+    try:
+        return parse_duration(value, flag)
+    except InvalidInput as exc:
+        fail(str(exc), EXIT_CONFIG)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from jobcron.cli.common import (
     EXIT_OK,
     CliState,
     db_error_text,
+    duration_option,
     fail,
     handled,
     load_or_exit,
@@ -28,7 +29,6 @@ from jobcron.cli.common import (
 from jobcron.cli.render import echo, render_status, render_workers_table
 from jobcron.config import Config
 from jobcron.db import DB_UNAVAILABLE, WAITED_TOO_LONG, Connection, scrub, waited_message, waited_too_long
-from jobcron.durations import parse_duration
 from jobcron.errors import InvalidInput
 from jobcron.terminal import printable
 
@@ -208,13 +208,6 @@ def within(seconds: float, fn: Callable[[], Any]) -> Any:
     return box["result"]
 
 
-def _seconds_option(value: str, flag: str) -> float:
-    try:
-        return parse_duration(value, flag)
-    except InvalidInput as exc:
-        fail(str(exc), EXIT_CONFIG)
-
-
 @click.command("health")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: status, exit_code, checks.")
 @click.option(
@@ -254,8 +247,8 @@ def health_cmd(
     config = load_or_exit(state)
     limits = admin_status.HealthThresholds(
         min_workers=min_workers,
-        max_pending_age_seconds=_seconds_option(max_pending_age, "--max-pending-age"),
-        critical_pending_age_seconds=_seconds_option(critical_pending_age, "--critical-pending-age"),
+        max_pending_age_seconds=duration_option(max_pending_age, "--max-pending-age"),
+        critical_pending_age_seconds=duration_option(critical_pending_age, "--critical-pending-age"),
         max_failure_rate=max_failure_rate,
     )
 

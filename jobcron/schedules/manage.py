@@ -10,7 +10,6 @@ Refusals are jobcron errors whose messages name the flag or the problem:
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +20,16 @@ import psycopg
 
 from jobcron import store
 from jobcron.db import Connection
-from jobcron.errors import InvalidInput, ScheduleError, ScheduleFinished, ScheduleNameTaken, ScheduleNotFound
+from jobcron.durations import parse_whole_seconds
+from jobcron.errors import (
+    InvalidInput,
+    JsonRefused,
+    ScheduleError,
+    ScheduleFinished,
+    ScheduleNameTaken,
+    ScheduleNotFound,
+)
+from jobcron.jsontext import parse_json
 from jobcron.schedules.firing import first_run, spec_from_row, state_of
 from jobcron.schedules.rules import (
     ALL_KIND_FIELDS,
@@ -29,7 +37,6 @@ from jobcron.schedules.rules import (
     KINDS,
     WEEKDAY_NAMES,
     describe,
-    parse_duration,
     validate,
     zone,
 )
@@ -104,21 +111,12 @@ def _weekdays(value: str) -> list[int]:
 
 def _metadata(value: str) -> dict[str, Any]:
     try:
-        data = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"--metadata: invalid JSON: {exc.msg} at column {exc.colno}") from None
-    except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
+        data = parse_json(value)
+    except JsonRefused as exc:
         raise InvalidInput(f"--metadata: invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidInput("--metadata: must be a JSON object")
     return data
-
-
-def _interval(value: str) -> int:
-    try:
-        return int(parse_duration(value).total_seconds())
-    except ScheduleError as exc:
-        raise InvalidInput(f"--every: {exc}") from None
 
 
 def _max_executions(value: str) -> int | None:
@@ -149,7 +147,7 @@ def _fields_from_flags(flags: Mapping[str, Any], base: dict[str, Any] | None) ->
     tz = out["timezone"]
     parsers: dict[str, Any] = {
         "run_at": lambda v: _when(v, "--run-at", tz),
-        "every": _interval,
+        "every": lambda v: parse_whole_seconds(v, "--every"),
         "at": _time_of_day,
         "weekdays": _weekdays,
         "start": lambda v: None if v.lower() == CLEAR else _when(v, "--start", tz),
