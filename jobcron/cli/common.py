@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -13,6 +14,7 @@ import click
 import psycopg
 
 from jobcron import migrate
+from jobcron.cli.render import echo
 from jobcron.config import Config, load_config
 from jobcron.db import (
     DB_UNAVAILABLE,
@@ -62,6 +64,28 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """Print an error naming the problem and exit with a documented code."""
     click.echo(f"job_cron: error: {printable(message, keep_newlines=True)}", err=True)
     sys.exit(code)
+
+
+@contextmanager
+def invalid_input_exits() -> Iterator[None]:
+    """Input rejected before the database saw it: exit 2 naming the problem."""
+    try:
+        yield
+    except InvalidInput as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """Print JSON (one object) or the rendered text."""
+    output(json.dumps(data, sort_keys=True, default=str) if as_json else render(data), as_json)
+
+
+def output(text: str, as_json: bool) -> None:
+    """JSON as it is (exact; json.dumps escapes control characters), text with control characters escaped."""
+    if as_json:
+        click.echo(text)
+    else:
+        echo(text)
 
 
 def duration_option(value: str, flag: str) -> float:

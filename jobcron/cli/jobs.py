@@ -18,12 +18,13 @@ from jobcron.cli.common import (
     EXIT_ERROR,
     CliState,
     duration_option,
+    emit,
     fail,
     handled,
+    invalid_input_exits,
     load_or_exit,
     open_db,
 )
-from jobcron.cli.ops import emit, invalid_input_exits
 from jobcron.cli.render import echo, redact, render_job, render_jobs
 from jobcron.db import Connection
 from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,47 +15,25 @@ import psycopg
 from jobcron.admin import jobs as admin_jobs
 from jobcron.admin import status as admin_status
 from jobcron.cli.common import (
-    EXIT_CONFIG,
     EXIT_OK,
     CliState,
     db_error_text,
     duration_option,
-    fail,
+    emit,
     handled,
+    invalid_input_exits,
     load_or_exit,
     open_db,
+    output,
 )
-from jobcron.cli.render import echo, render_status, render_workers_table
+from jobcron.cli.render import render_status, render_workers_table
 from jobcron.config import Config
 from jobcron.db import DB_UNAVAILABLE, WAITED_TOO_LONG, Connection, scrub, waited_message, waited_too_long
-from jobcron.errors import InvalidInput
 from jobcron.terminal import printable
 
 CLEAR_SCREEN = "\033[H\033[2J"
 # `health` answers within this long, whatever the database does (--timeout)
 HEALTH_TIMEOUT_SECONDS = 10.0
-
-
-@contextmanager
-def invalid_input_exits() -> Iterator[None]:
-    """Input rejected before the database saw it: exit 2 naming the problem."""
-    try:
-        yield
-    except InvalidInput as exc:
-        fail(str(exc), EXIT_CONFIG)
-
-
-def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
-    """Print JSON (one object) or the rendered text."""
-    output(json.dumps(data, sort_keys=True, default=str) if as_json else render(data), as_json)
-
-
-def output(text: str, as_json: bool) -> None:
-    """JSON as it is (exact; json.dumps escapes control characters), text with control characters escaped."""
-    if as_json:
-        click.echo(text)
-    else:
-        echo(text)
 
 
 def watch_loop(config: Config, interval: float, produce: Callable[[Connection], str], as_json: bool) -> None:
@@ -285,6 +262,3 @@ def health_cmd(
 
     emit(report, as_json, render)
     sys.exit(report["exit_code"])
-
-
-__all__ = ["health_cmd", "pause_cmd", "resume_cmd", "status_cmd", "workers_cmd"]
