@@ -57,7 +57,7 @@ class DatabaseSettings:
 
 @dataclass(frozen=True)
 class SchedulerSettings:
-    """Seed 000's `scheduler_settings`, same keys, meanings and defaults."""
+    """The `scheduler_settings` section that existing config files have: same keys, meanings and defaults."""
 
     interval_minutes: float = _opt(2, lo=0.001, hi=1440)
     max_concurrent_jobs_per_user: int = _opt(1, lo=1, hi=1000)
@@ -69,7 +69,7 @@ class SchedulerSettings:
 
 @dataclass(frozen=True)
 class JobProcessing:
-    """Seed 000's `job_processing`, plus how and where jobs run."""
+    """The `job_processing` section that existing config files have, plus how and where jobs run."""
 
     single_job_per_user: bool = _opt(True)
     queue_priority: str = _opt("first_in_first_out", choices=QUEUE_ORDERS)
