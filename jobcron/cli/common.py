@@ -1,4 +1,4 @@
-"""Helpers every `job_cron` command shares: config loading, connections, errors to exit codes."""
+"""Helpers every `job_cron` command shares: config loading, connections, output, duration flags, errors to exit codes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Occurrence rules: every kind, time zones and DST, start/end/max, validation, durations."""
+"""Occurrence rules: every kind, time zones and DST, start/end/max, validation, descriptions."""
 
 from __future__ import annotations
 
