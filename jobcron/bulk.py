@@ -8,7 +8,6 @@ With skip_bad, bad lines are left out and reported and the good ones are enqueue
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +17,8 @@ import psycopg
 
 from jobcron import store
 from jobcron.client import DEFAULT_MAX_METADATA_BYTES, KNOWN, check_fields, copy_row, time_ordered_ids
-from jobcron.errors import InvalidInput
+from jobcron.errors import BulkInputError, InvalidInput, JsonRefused
+from jobcron.jsontext import parse_json
 
 FORMATS = ("jsonl", "csv")
 MAX_REPORTED = 20
@@ -34,16 +34,6 @@ class BulkResult:
     bad: list[tuple[int, str]] = field(default_factory=list)
 
 
-class BulkInputError(InvalidInput):
-    """Bad lines in a bulk input; nothing was enqueued."""
-
-    def __init__(self, bad: list[tuple[int, str]], truncated: bool) -> None:
-        self.bad = bad
-        more = f" (and {len(bad) - 1} more bad line(s){', stopped counting' if truncated else ''})"
-        suffix = more if len(bad) > 1 or truncated else ""
-        super().__init__(f"line {bad[0][0]}: {bad[0][1]}{suffix}; nothing was enqueued")
-
-
 def format_for(path: str, given: str | None) -> str:
     """The input format: as given, else from the file name (.csv), else JSON lines."""
     if given:
@@ -57,13 +47,11 @@ def read_jsonl(source: TextIO) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
+            value = parse_json(line)
+        except JsonRefused as exc:
             # exc.colno would count from the line end when the error is at the newline itself
-            yield number, f"invalid JSON: {exc.msg} at column {exc.pos + 1}"
-            continue
-        except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
-            yield number, f"invalid JSON: {exc}"
+            where = "" if exc.pos is None else f" at column {exc.pos + 1}"
+            yield number, f"invalid JSON: {exc.reason}{where}"
             continue
         if not isinstance(value, dict):
             yield number, f"expected a JSON object, got {type(value).__name__}"

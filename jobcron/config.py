@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import types
@@ -14,7 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from jobcron.errors import ConfigError
+from jobcron.errors import ConfigError, JsonRefused
+from jobcron.jsontext import parse_json
 
 ENV_PREFIX = "JOB_CRON_"
 # Environment names that are not config keys but are read elsewhere (the CLI's own flags).
@@ -57,7 +57,7 @@ class DatabaseSettings:
 
 @dataclass(frozen=True)
 class SchedulerSettings:
-    """Seed 000's `scheduler_settings`, same keys, meanings and defaults."""
+    """The `scheduler_settings` section that existing config files have: same keys, meanings and defaults."""
 
     interval_minutes: float = _opt(2, lo=0.001, hi=1440)
     max_concurrent_jobs_per_user: int = _opt(1, lo=1, hi=1000)
@@ -69,7 +69,7 @@ class SchedulerSettings:
 
 @dataclass(frozen=True)
 class JobProcessing:
-    """Seed 000's `job_processing`, plus how and where jobs run."""
+    """The `job_processing` section that existing config files have, plus how and where jobs run."""
 
     single_job_per_user: bool = _opt(True)
     queue_priority: str = _opt("first_in_first_out", choices=QUEUE_ORDERS)
@@ -241,11 +241,9 @@ def _parse_env_value(key: str, raw: str, hint: Any) -> Any:
             raise ConfigError(f"{key}: expected a number, got {raw!r}") from None
     if dict in allowed:
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{key}: expected a JSON object: {exc.msg}") from None
-        except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
-            raise ConfigError(f"{key}: expected a JSON object: {exc}") from None
+            return parse_json(text)
+        except JsonRefused as exc:
+            raise ConfigError(f"{key}: expected a JSON object: {exc.reason}") from None
     return raw
 
 
@@ -380,13 +378,10 @@ def _read_file(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    except ValueError as exc:  # JSON the parser refuses past the syntax, e.g. an integer of 5,000 digits
-        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+        data = parse_json(text)
+    except JsonRefused as exc:
+        where = "" if exc.lineno is None else f" at line {exc.lineno} column {exc.colno}"
+        raise ConfigError(f"{path}: invalid JSON{where}: {exc.reason}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object")
     return data

@@ -51,6 +51,57 @@ class InvalidInput(JobCronError, ValueError):
     """Input from an operator or an application is invalid; the message names the field (and line)."""
 
 
+# defined here rather than next to their one raiser, so that every error has one home
+
+
+class ScheduleError(JobCronError):
+    """A schedule definition that cannot work; the message says why."""
+
+
+class BulkInputError(InvalidInput):
+    """Bad lines in a bulk input; nothing was enqueued."""
+
+    def __init__(self, bad: list[tuple[int, str]], truncated: bool) -> None:
+        self.bad = bad
+        more = f" (and {len(bad) - 1} more bad line(s){', stopped counting' if truncated else ''})"
+        suffix = more if len(bad) > 1 or truncated else ""
+        super().__init__(f"line {bad[0][0]}: {bad[0][1]}{suffix}; nothing was enqueued")
+
+
+class DataDirInUse(JobCronError):
+    """Another live process runs the embedded server of this data folder."""
+
+
+class JsonRefused(ValueError):
+    """JSON text the parser refused (jsontext.parse_json); callers say which input it was.
+
+    `reason` is the parser's message; lineno, colno and pos say where, when the syntax is at fault
+    (None for valid syntax it still refuses, such as an integer of 5,000 digits). str() is the
+    reason with " at column N" when there is one.
+    """
+
+    def __init__(
+        self, reason: str, *, lineno: int | None = None, colno: int | None = None, pos: int | None = None
+    ) -> None:
+        self.reason, self.lineno, self.colno, self.pos = reason, lineno, colno, pos
+        super().__init__(reason if colno is None else f"{reason} at column {colno}")
+
+
+# refusals of schedule management (jobcron.schedules.manage)
+
+
+class ScheduleNotFound(JobCronError):
+    """No schedule has the given id or name."""
+
+
+class ScheduleNameTaken(JobCronError):
+    """Another schedule has that name already."""
+
+
+class ScheduleFinished(JobCronError):
+    """A schedule cannot be resumed: it has no occurrence left (ended, or ran its max executions)."""
+
+
 class JobNotFound(JobCronError):
     """No job has the given id."""
 

@@ -12,7 +12,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from jobcron.dev.embedded import DataDirInUse, EmbeddedServer
+from jobcron.dev.embedded import EmbeddedServer
+from jobcron.errors import DataDirInUse
 
 REPO = Path(__file__).resolve().parents[1]
 # kept between runs so that only the first run pays for initdb

@@ -11,8 +11,14 @@ import click
 
 from jobcron import logs, migrate
 from jobcron.cli.common import EXIT_CONFIG, CliState, fail, handled, load_or_exit, open_db
+from jobcron.cli.demo import demo_cmd
+from jobcron.cli.jobs import enqueue_cmd, jobs_group
+from jobcron.cli.ops import health_cmd, pause_cmd, resume_cmd, status_cmd, workers_cmd
+from jobcron.cli.schedules import schedules_group
 from jobcron.config import DEFAULT_CONFIG_PATH, config_as_dict
+from jobcron.daemon import ServeOptions, serve
 from jobcron.errors import ConfigError
+from jobcron.workflows import Registry
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -106,8 +112,6 @@ def config_check(state: CliState) -> None:
     """Validate config.json and the environment; exit 2 naming the bad key."""
     if state.explicit_config and state.config_path and not Path(state.config_path).is_file():
         fail(f"config file not found: {state.config_path}", EXIT_CONFIG)
-    from jobcron.workflows import Registry
-
     config = load_or_exit(state)
     # a workflow that cannot be imported would stop `run` at start: say so now, naming the key
     with handled(config):
@@ -140,8 +144,6 @@ def run_cmd(
     metrics_addr: str,
 ) -> None:
     """Run the daemon: claim, run and record jobs until SIGTERM."""
-    from jobcron.daemon import ServeOptions, serve
-
     daemon_flags: dict[str, Any] = {"interval_seconds": interval}
     if no_listen:
         daemon_flags["listen"] = False
@@ -153,19 +155,8 @@ def run_cmd(
         sys.exit(serve(config, options, reload_config=lambda: state.load(daemon=daemon_flags)))
 
 
-from jobcron.cli.demo import demo_cmd  # noqa: E402
-
 cli.add_command(demo_cmd)
-
-
-from jobcron.cli.schedules import schedules_group  # noqa: E402
-
 cli.add_command(schedules_group)
-
-
-from jobcron.cli.jobs import enqueue_cmd, jobs_group  # noqa: E402
-from jobcron.cli.ops import health_cmd, pause_cmd, resume_cmd, status_cmd, workers_cmd  # noqa: E402
-
 cli.add_command(status_cmd)
 cli.add_command(jobs_group)
 cli.add_command(enqueue_cmd)

@@ -1,10 +1,11 @@
-"""Helpers every `job_cron` command shares: config loading, connections, errors to exit codes."""
+"""Helpers every `job_cron` command shares: config loading, connections, output, duration flags, errors to exit codes."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -13,6 +14,7 @@ import click
 import psycopg
 
 from jobcron import migrate
+from jobcron.cli.render import echo
 from jobcron.config import Config, load_config
 from jobcron.db import (
     DB_UNAVAILABLE,
@@ -23,7 +25,8 @@ from jobcron.db import (
     scrub,
     waited_message,
 )
-from jobcron.errors import ConfigError, JobCronError, SchemaOutOfDate
+from jobcron.durations import parse_duration
+from jobcron.errors import ConfigError, InvalidInput, JobCronError, SchemaOutOfDate
 from jobcron.terminal import printable
 
 EXIT_OK = 0
@@ -61,6 +64,36 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """Print an error naming the problem and exit with a documented code."""
     click.echo(f"job_cron: error: {printable(message, keep_newlines=True)}", err=True)
     sys.exit(code)
+
+
+@contextmanager
+def invalid_input_exits() -> Iterator[None]:
+    """Input rejected before the database saw it: exit 2 naming the problem."""
+    try:
+        yield
+    except InvalidInput as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """Print JSON (one object) or the rendered text."""
+    output(json.dumps(data, sort_keys=True, default=str) if as_json else render(data), as_json)
+
+
+def output(text: str, as_json: bool) -> None:
+    """JSON as it is (exact; json.dumps escapes control characters), text with control characters escaped."""
+    if as_json:
+        click.echo(text)
+    else:
+        echo(text)
+
+
+def duration_option(value: str, flag: str) -> float:
+    """The seconds a duration flag says ("90s", "15m", "1h30m"), or exit 2 naming the flag."""
+    try:
+        return parse_duration(value, flag)
+    except InvalidInput as exc:
+        fail(str(exc), EXIT_CONFIG)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import click
 from jobcron import logs
 from jobcron.cli.common import EXIT_ERROR, CliState, fail, handled, load_or_exit
 from jobcron.cli.render import echo
+from jobcron.daemon import signals
 from jobcron.dev.demo import DEFAULT_JOB_TYPE, DEFAULT_STATE_DIR, SAMPLES_DIR, DemoOptions, run_demo
 
 
@@ -56,8 +57,6 @@ def demo_cmd(
 
     Without DATABASE_URL / POSTGRES_URL an embedded PostgreSQL runs in --state-dir.
     """
-    from jobcron.daemon import signals
-
     daemon: dict[str, Any] = {"interval_seconds": interval}
     if no_listen:
         daemon["listen"] = False

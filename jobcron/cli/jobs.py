@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -14,12 +13,23 @@ import psycopg
 
 from jobcron import bulk, client, store
 from jobcron.admin import jobs as admin_jobs
-from jobcron.cli.common import EXIT_CONFIG, EXIT_ERROR, CliState, fail, handled, load_or_exit, open_db
-from jobcron.cli.ops import emit, invalid_input_exits
+from jobcron.cli.common import (
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    CliState,
+    duration_option,
+    emit,
+    fail,
+    handled,
+    invalid_input_exits,
+    load_or_exit,
+    open_db,
+)
 from jobcron.cli.render import echo, redact, render_job, render_jobs
 from jobcron.db import Connection
 from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
-from jobcron.errors import InvalidInput
+from jobcron.errors import BulkInputError, InvalidInput, JsonRefused
+from jobcron.jsontext import parse_json
 from jobcron.terminal import printable_data
 
 STATUS_CHOICE = click.Choice(admin_jobs.STATUSES)
@@ -28,13 +38,6 @@ STATUS_CHOICE = click.Choice(admin_jobs.STATUSES)
 def _job_id(value: str) -> str:
     try:
         return admin_jobs.job_id_arg(value)
-    except InvalidInput as exc:
-        fail(str(exc), EXIT_CONFIG)
-
-
-def _duration(value: str, flag: str) -> float:
-    try:
-        return parse_duration(value, flag)
     except InvalidInput as exc:
         fail(str(exc), EXIT_CONFIG)
 
@@ -174,7 +177,7 @@ def reset_stale_cmd(
 ) -> None:
     """Put stuck running jobs back (an attempt each) when their daemon stopped heartbeating."""
     config = load_or_exit(state)
-    seconds = _duration(older_than, "--older-than") if older_than else None
+    seconds = duration_option(older_than, "--older-than") if older_than else None
     with handled(config), invalid_input_exits(), open_db(config, "jobs") as conn:
         data = admin_jobs.reset_stale(
             conn, config, older_than_seconds=seconds, include_alive=include_alive, dry_run=dry_run
@@ -213,7 +216,7 @@ def purge_cmd(
 ) -> None:
     """Delete old finished jobs in short batches (insights stay; their job_id becomes NULL)."""
     config = load_or_exit(state)
-    seconds = _duration(older_than, "--older-than")
+    seconds = duration_option(older_than, "--older-than")
     with handled(config), invalid_input_exits(), open_db(config, "jobs") as conn:
         data = admin_jobs.purge(conn, older_than_seconds=seconds, statuses=statuses, dry_run=dry_run)
     emit(
@@ -242,10 +245,8 @@ def _metadata(text: str | None) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"--metadata: invalid JSON: {exc.msg} at column {exc.colno}") from None
-    except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
+        return parse_json(text)
+    except JsonRefused as exc:
         raise InvalidInput(f"--metadata: invalid JSON: {exc}") from None
 
 
@@ -356,7 +357,7 @@ def _bulk(
             skip_bad=skip_bad,
             max_metadata_bytes=max_bytes,
         )
-    except bulk.BulkInputError as exc:
+    except BulkInputError as exc:
         echo(f"job_cron: error: {exc}", err=True)
         for number, problem in exc.bad[1:]:
             echo(f"job_cron:   line {number}: {problem}", err=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,47 +15,25 @@ import psycopg
 from jobcron.admin import jobs as admin_jobs
 from jobcron.admin import status as admin_status
 from jobcron.cli.common import (
-    EXIT_CONFIG,
     EXIT_OK,
     CliState,
     db_error_text,
-    fail,
+    duration_option,
+    emit,
     handled,
+    invalid_input_exits,
     load_or_exit,
     open_db,
+    output,
 )
-from jobcron.cli.render import echo, render_status, render_workers_table
+from jobcron.cli.render import render_status, render_workers_table
 from jobcron.config import Config
 from jobcron.db import DB_UNAVAILABLE, WAITED_TOO_LONG, Connection, scrub, waited_message, waited_too_long
-from jobcron.durations import parse_duration
-from jobcron.errors import InvalidInput
 from jobcron.terminal import printable
 
 CLEAR_SCREEN = "\033[H\033[2J"
 # `health` answers within this long, whatever the database does (--timeout)
 HEALTH_TIMEOUT_SECONDS = 10.0
-
-
-@contextmanager
-def invalid_input_exits() -> Iterator[None]:
-    """Input rejected before the database saw it: exit 2 naming the problem."""
-    try:
-        yield
-    except InvalidInput as exc:
-        fail(str(exc), EXIT_CONFIG)
-
-
-def emit(data: Any, as_json: bool, render: Callable[[Any], str]) -> None:
-    """Print JSON (one object) or the rendered text."""
-    output(json.dumps(data, sort_keys=True, default=str) if as_json else render(data), as_json)
-
-
-def output(text: str, as_json: bool) -> None:
-    """JSON as it is (exact; json.dumps escapes control characters), text with control characters escaped."""
-    if as_json:
-        click.echo(text)
-    else:
-        echo(text)
 
 
 def watch_loop(config: Config, interval: float, produce: Callable[[Connection], str], as_json: bool) -> None:
@@ -208,13 +185,6 @@ def within(seconds: float, fn: Callable[[], Any]) -> Any:
     return box["result"]
 
 
-def _seconds_option(value: str, flag: str) -> float:
-    try:
-        return parse_duration(value, flag)
-    except InvalidInput as exc:
-        fail(str(exc), EXIT_CONFIG)
-
-
 @click.command("health")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: status, exit_code, checks.")
 @click.option(
@@ -254,8 +224,8 @@ def health_cmd(
     config = load_or_exit(state)
     limits = admin_status.HealthThresholds(
         min_workers=min_workers,
-        max_pending_age_seconds=_seconds_option(max_pending_age, "--max-pending-age"),
-        critical_pending_age_seconds=_seconds_option(critical_pending_age, "--critical-pending-age"),
+        max_pending_age_seconds=duration_option(max_pending_age, "--max-pending-age"),
+        critical_pending_age_seconds=duration_option(critical_pending_age, "--critical-pending-age"),
         max_failure_rate=max_failure_rate,
     )
 
@@ -292,6 +262,3 @@ def health_cmd(
 
     emit(report, as_json, render)
     sys.exit(report["exit_code"])
-
-
-__all__ = ["health_cmd", "pause_cmd", "resume_cmd", "status_cmd", "workers_cmd"]

@@ -26,7 +26,7 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from jobcron.errors import JobCronError
+from jobcron.errors import DataDirInUse, JobCronError
 
 PG_BIN_ENV = "JOBCRON_PG_BIN"
 # PostgreSQL refuses to run as root, so root runs it as this unprivileged account.
@@ -43,10 +43,6 @@ _INSTALL_HINT = (
 )
 
 log = structlog.get_logger()
-
-
-class DataDirInUse(JobCronError):
-    """Another live process runs the server of this data folder."""
 
 
 def find_binaries() -> Path:

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import psycopg
 
 from jobcron import store
 from jobcron.db import Connection
-from jobcron.schedules.rules import ScheduleError, ScheduleSpec, latest_due, next_occurrence, validate
+from jobcron.errors import ScheduleError
+from jobcron.schedules.rules import ScheduleSpec, latest_due, next_occurrence, validate
 
 FIRE_BATCH = 50
 
-# what happened to one due schedule
-FIRED = "fired"  # a job was enqueued for the occurrence
-DUPLICATE = "duplicate"  # the occurrence had been fired already (the unique record said so)
-SKIPPED = "skipped"  # older than the catch-up window: moved on without a job
-FAILED = "failed"  # the job template was refused by the queue's constraints: this occurrence is lost
-INVALID = "invalid"  # the definition cannot be computed (edited by hand): the schedule is disabled
+
+class FiringOutcome(StrEnum):
+    """What happened to one due schedule."""
+
+    FIRED = "fired"  # a job was enqueued for the occurrence
+    DUPLICATE = "duplicate"  # the occurrence had been fired already (the unique record said so)
+    SKIPPED = "skipped"  # older than the catch-up window: moved on without a job
+    FAILED = "failed"  # the job template was refused by the queue's constraints: this occurrence is lost
+    INVALID = "invalid"  # the definition cannot be computed (edited by hand): the schedule is disabled
+
+
+# the members by their short names, as the daemon's schedule duty and the tests compare them
+FIRED, DUPLICATE, SKIPPED, FAILED, INVALID = FiringOutcome
 
 
 @dataclass(frozen=True)
@@ -29,7 +38,7 @@ class Firing:
     schedule_id: int
     name: str
     occurrence_at: datetime
-    outcome: str
+    outcome: FiringOutcome
     job_id: str | None = None
     next_run_at: datetime | None = None
     error: str | None = None
@@ -107,7 +116,7 @@ def _fire_one(
 
 def _enqueue(
     conn: Connection, row: dict[str, Any], occurrence: datetime, worker_id: str
-) -> tuple[str, str | None, str | None]:
+) -> tuple[FiringOutcome, str | None, str | None]:
     """Record the occurrence and enqueue its job, both or neither."""
     try:
         # a savepoint: a template the queue refuses costs this occurrence only, not the whole batch

@@ -13,7 +13,6 @@ repeated hour only expressions whose minute or hour field is a wildcard run agai
 from __future__ import annotations
 
 import calendar
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -21,7 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from jobcron.errors import JobCronError
+from jobcron.durations import format_exact
+from jobcron.errors import ScheduleError
 
 KINDS = ("once", "interval", "daily", "weekly", "monthly", "cron")
 # the timing fields each kind uses; the others must stay empty
@@ -50,12 +50,6 @@ CRON_MACROS = {
 # a non-wildcard cron expression can match every minute of a repeated hour: 60 skips at most
 MAX_CRON_SKIPS = 4000
 TICK = timedelta(microseconds=1)
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-class ScheduleError(JobCronError):
-    """A schedule definition that cannot work; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -171,30 +165,6 @@ def _croniter(fields: tuple[str, ...], start: datetime) -> croniter:
     return croniter(" ".join(fields), start, second_at_beginning=len(fields) == 6)
 
 
-def parse_duration(text: str) -> timedelta:
-    """A duration such as 30s, 15m, 2h, 1d, 1w or 1h30m (a bare number is seconds)."""
-    value = text.strip().lower().replace(" ", "")
-    if value.isdigit():
-        seconds = int(value)
-    elif value and _DURATION.sub("", value) == "":
-        seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(value))
-    else:
-        raise ScheduleError(f"not a duration: {text!r} (use e.g. 30s, 15m, 2h, 1d, 1h30m)")
-    if seconds <= 0:
-        raise ScheduleError(f"a duration must be positive, got {text!r}")
-    return timedelta(seconds=seconds)
-
-
-def format_duration(seconds: int) -> str:
-    """15m, 1h30m, 2d: the short form parse_duration reads."""
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        n, seconds = divmod(seconds, size)
-        if n:
-            parts.append(f"{n}{unit}")
-    return "".join(parts) or "0s"
-
-
 def describe(spec: ScheduleSpec) -> str:
     """A one-line human description of when the schedule runs."""
     at = ""
@@ -204,7 +174,7 @@ def describe(spec: ScheduleSpec) -> str:
     if spec.kind == "once" and spec.run_at is not None:
         return f"once at {local(spec.run_at, spec.timezone)}"
     if spec.kind == "interval":
-        return f"every {format_duration(spec.interval_seconds or 0)}"
+        return f"every {format_exact(spec.interval_seconds or 0)}"
     if spec.kind == "daily":
         return f"daily at {at}{tz}"
     if spec.kind == "weekly":

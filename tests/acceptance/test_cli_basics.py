@@ -1,4 +1,4 @@
-"""The foundation's command line as a user meets it: migrate, --check, seed 003's INSERT, config check."""
+"""The foundation's command line as a user meets it: migrate, --check, an application's plain INSERT, config check."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from psycopg.rows import dict_row
 
 REPO = Path(__file__).resolve().parents[2]
-SEED_003_INSERT = (
+APPLICATION_INSERT = (
     "INSERT INTO processing_jobs (file_id, business_description, job_type) "
     "VALUES (NULL, 'quarterly revenue review', 'analysis')"
 )
@@ -54,11 +54,13 @@ def test_migrate_check_then_seed_insert_gives_one_pending_job(empty_dsn: str) ->
     psql = shutil.which("psql")
     if psql:  # the way another application's operator would do it
         subprocess.run(
-            [psql, empty_dsn, "-v", "ON_ERROR_STOP=1", "-c", SEED_003_INSERT], check=True, capture_output=True
+            [psql, empty_dsn, "-v", "ON_ERROR_STOP=1", "-c", APPLICATION_INSERT],
+            check=True,
+            capture_output=True,
         )
     else:
         with psycopg.connect(empty_dsn, autocommit=True) as c:
-            c.execute(SEED_003_INSERT)
+            c.execute(APPLICATION_INSERT)
     with psycopg.connect(empty_dsn, row_factory=dict_row) as c:
         rows: list[dict[str, Any]] = c.execute("SELECT * FROM processing_jobs").fetchall()
     assert len(rows) == 1

@@ -54,7 +54,7 @@ def test_plain_insert_wakes_an_idle_daemon_at_once(
     d = start(daemons, dsn, tmp_path, "idle", interval_seconds=30)
     time.sleep(0.5)  # let it settle into its 30 s wait
     conn.execute(
-        "INSERT INTO processing_jobs (file_id, business_description, job_type) VALUES (NULL, 'seed 003', 'noop')"
+        "INSERT INTO processing_jobs (file_id, business_description, job_type) VALUES (NULL, 'plain application insert', 'noop')"
     )
     line = d.wait_event("job_completed", timeout=5)
     row = job(conn, line["job_id"])

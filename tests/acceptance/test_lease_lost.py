@@ -21,7 +21,7 @@ from tests.factories import insert_job, job
 pytestmark = pytest.mark.acceptance
 
 Conn = psycopg.Connection[dict[str, Any]]
-# seed 003's emergency SQL, as an operator pastes it into psql
+# the emergency reset some runbooks give (running jobs back to pending), as an operator pastes it into psql
 BLIND_RESET = "UPDATE processing_jobs SET status = 'pending', started_at = NULL WHERE status = 'processing'"
 HEARTBEAT = 0.2
 

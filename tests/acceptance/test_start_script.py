@@ -84,7 +84,7 @@ def test_dev_stops_after_max_jobs(dsn: str, conn: Conn, tmp_path: Path) -> None:
 def test_bg_status_stop_round_trip(dsn: str, conn: Conn, tmp_path: Path) -> None:
     env = script_env(tmp_path, dsn)
     try:
-        # seed 003's `--daemon` is bg; a second, named instance is another worker on the same queue
+        # the `--daemon` of older start-up instructions is bg; a second, named instance is another worker on the same queue
         first = run(env, "dev", "--daemon", "--interval", "0.2")
         assert first.returncode == 0, first.stderr
         second = run(env, "bg", "--instance", "two", "--interval", "0.2")

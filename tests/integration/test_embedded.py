@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from jobcron.dev import embedded
-from jobcron.dev.embedded import DataDirInUse, EmbeddedServer, find_binaries
-from jobcron.errors import JobCronError
+from jobcron.dev.embedded import EmbeddedServer, find_binaries
+from jobcron.errors import DataDirInUse, JobCronError
 
 # real initdb and postmaster processes, a few seconds in all: part of the default (CI) run
 pytestmark = pytest.mark.timeout(90)

@@ -1,4 +1,4 @@
-"""Migrations against a real server: from empty, re-run, concurrent migrators, seed 003's insert."""
+"""Migrations against a real server: from empty, re-run, concurrent migrators, an application's plain INSERT."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-user limits: race-free under many daemons, fair to light users, seed 000's user flow."""
+"""Per-user limits: race-free under many daemons, fair to light users, a user's active jobs and the users with pending jobs."""
 
 from __future__ import annotations
 

@@ -463,7 +463,7 @@ def test_a_stopped_worker_leaves_no_housekeeper_to_register_it_again(conn: Conn,
     assert conn.execute("SELECT count(*) AS n FROM job_workers").fetchone() == {"n": 0}
 
 
-# seed 003's emergency SQL, as an operator pastes it into psql
+# the emergency reset some runbooks give (running jobs back to pending), as an operator pastes it into psql
 BLIND_RESET = "UPDATE processing_jobs SET status = 'pending', started_at = NULL WHERE status = 'processing'"
 
 

@@ -7,8 +7,16 @@ import uuid
 import pytest
 
 from jobcron.client import time_ordered_ids
-from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
-from jobcron.errors import InvalidInput
+from jobcron.durations import (
+    format_duration,
+    format_exact,
+    parse_duration,
+    parse_instant,
+    parse_since,
+    parse_whole_seconds,
+)
+from jobcron.errors import InvalidInput, JsonRefused
+from jobcron.jsontext import parse_json
 
 
 @pytest.mark.parametrize(
@@ -23,6 +31,11 @@ from jobcron.errors import InvalidInput
         ("2w", 1209600),
         ("250ms", 0.25),
         (" 1.5h ", 5400),
+        # what a schedule's --every took before the grammars were one: spaces anywhere, any case
+        ("1 h 30 m", 5400),
+        ("1H30M", 5400),
+        ("1 5m", 900),
+        ("0.1h", 360),
     ],
 )
 def test_durations(text: str, seconds: float) -> None:
@@ -33,6 +46,42 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations_name_the_flag(text: str) -> None:
     with pytest.raises(InvalidInput, match=r"^--older-than: not a duration"):
         parse_duration(text, "--older-than")
+
+
+def test_whole_seconds_are_positive_and_whole() -> None:
+    assert parse_whole_seconds("1h30m") == 5400
+    assert parse_whole_seconds("45") == 45
+    assert parse_whole_seconds("2d") == 172800
+    assert parse_whole_seconds("1.5h") == 5400
+    assert parse_whole_seconds("2000ms") == 2
+    for bad, message in (
+        ("", "not a duration"),
+        ("5 minutes", "not a duration"),
+        ("-1m", "not a duration"),
+        ("0s", "must be positive"),
+        ("1.5s", "not a whole number of seconds"),
+        ("250ms", "not a whole number of seconds"),
+    ):
+        with pytest.raises(InvalidInput, match=rf"^--every: .*{message}"):
+            parse_whole_seconds(bad, "--every")
+
+
+def test_exact_form_reads_back() -> None:
+    for seconds in (1, 59, 60, 5400, 86400, 90061, 7 * 86400):
+        assert parse_whole_seconds(format_exact(seconds)) == seconds
+    assert [format_exact(s) for s in (0, 5400, 90061)] == ["0s", "1h30m", "1d1h1m1s"]
+
+
+def test_json_refusals_say_where_and_catch_the_huge_integer() -> None:
+    assert parse_json('{"a": 1}') == {"a": 1}
+    with pytest.raises(JsonRefused) as bad:
+        parse_json('{"a": }')
+    assert (bad.value.reason, bad.value.colno, bad.value.pos) == ("Expecting value", 7, 6)
+    assert str(bad.value) == "Expecting value at column 7"
+    with pytest.raises(JsonRefused) as huge:
+        parse_json("1" * 5000)
+    assert huge.value.pos is None and str(huge.value) == huge.value.reason
+    assert "digits" in huge.value.reason
 
 
 def test_instants_need_a_timezone() -> None:

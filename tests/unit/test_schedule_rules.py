@@ -1,4 +1,4 @@
-"""Occurrence rules: every kind, time zones and DST, start/end/max, validation, durations."""
+"""Occurrence rules: every kind, time zones and DST, start/end/max, validation, descriptions."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobcron.config import load_config
-from jobcron.errors import ConfigError
+from jobcron.errors import ConfigError, ScheduleError
 from jobcron.schedules.rules import (
-    ScheduleError,
     ScheduleSpec,
     describe,
     latest_due,
     next_occurrence,
-    parse_duration,
     validate,
 )
 
@@ -210,13 +208,7 @@ def test_invalid_definitions_name_the_problem(spec: ScheduleSpec, message: str) 
         validate(spec)
 
 
-def test_durations_and_descriptions() -> None:
-    assert parse_duration("1h30m") == timedelta(minutes=90)
-    assert parse_duration("45") == timedelta(seconds=45)
-    assert parse_duration("2d") == timedelta(days=2)
-    for bad in ("", "0s", "5 minutes", "-1m", "1.5h"):
-        with pytest.raises(ScheduleError):
-            parse_duration(bad)
+def test_descriptions() -> None:
     assert describe(ScheduleSpec(kind="interval", interval_seconds=5400)) == "every 1h30m"
     weekly = ScheduleSpec(kind="weekly", time_of_day=time(9), weekdays=(5, 1), timezone="Europe/Berlin")
     assert describe(weekly) == "weekly on mon,fri at 09:00 (Europe/Berlin)"
