@@ -1,34 +1,6 @@
--- Runtime queries of the daemon and the CLI. Values are always parameters.
--- Time is a parameter where tests need to move it: coalesce(%(now)s::timestamptz, now()).
-
--- name: ledger_create
--- Create the migrations ledger if this database has none.
-CREATE TABLE IF NOT EXISTS jobcron_migrations (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    checksum   text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-
--- name: ledger_exists
--- Whether the migrations ledger exists.
-SELECT to_regclass('jobcron_migrations') IS NOT NULL AS present;
-
--- name: ledger_versions
--- Applied migrations, oldest first.
-SELECT version, name, checksum, applied_at FROM jobcron_migrations ORDER BY version;
-
--- name: ledger_record
--- Record one applied migration.
-INSERT INTO jobcron_migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s);
-
--- name: migration_lock
--- Serialise migrators: one advisory lock per database, held for the session.
-SELECT pg_advisory_lock(4242001);
-
--- name: migration_unlock
--- Release the migrators' advisory lock.
-SELECT pg_advisory_unlock(4242001);
+-- The daemon's job cycle: claim, record, heartbeat, release, rescue, wake-ups and retention.
+-- Values are always parameters. Time is a parameter where tests need to move it:
+-- coalesce(%(now)s::timestamptz, now()).
 
 -- name: claim_job
 -- Claim the first due pending job in queue order that may run now (type not paused, user below the limit); park the head's blocked jobs when none may.
@@ -289,10 +261,6 @@ WHERE status = 'processing' AND locked_by = %(worker_id)s
   AND NOT (id = ANY (%(keep_ids)s::uuid[]))
 RETURNING id, user_id;
 
--- name: worker_id_lock
--- Hold a worker id for this session: two live daemons under one id would rescue and release each other's jobs.
-SELECT pg_try_advisory_lock(4242004, hashtext(%(worker_id)s::text)) AS held;
-
 -- name: rescue_stale_jobs
 -- Jobs whose worker stopped heartbeating, or that ran past the ceiling: back to pending (an attempt) or failed.
 WITH stale AS (
@@ -350,43 +318,33 @@ FROM decided d
 WHERE j.id = d.id
 RETURNING j.id, j.status, d.locked_by, d.overdue, j.user_id;
 
--- name: worker_register
--- Announce this daemon in job_workers.
-INSERT INTO job_workers (id, host, pid, state, version)
-VALUES (%(id)s, %(host)s, %(pid)s, %(state)s, %(version)s)
-ON CONFLICT (id) DO UPDATE
-SET host = EXCLUDED.host, pid = EXCLUDED.pid, state = EXCLUDED.state, version = EXCLUDED.version,
-    started_at = now(), last_seen_at = now(), current_job_id = NULL;
+-- name: next_due_in
+-- Seconds until the earliest pending job scheduled in the future becomes due (NULL if none).
+-- epochs subtracted as numbers: a row scheduled at 'infinity' gives Infinity, where subtracting the
+-- timestamps would raise an error in every idle daemon
+-- (parked jobs are due already: only the claim's index is read)
+SELECT extract(epoch FROM min(scheduled_at))::float8 - extract(epoch FROM now())::float8 AS seconds
+FROM processing_jobs WHERE status = 'pending' AND NOT parked AND scheduled_at > now();
 
--- name: worker_heartbeat
--- Refresh this daemon's row: last seen, state, current job.
-UPDATE job_workers SET last_seen_at = now(), state = %(state)s, current_job_id = %(current_job_id)s
-WHERE id = %(id)s;
+-- name: notify_jobs
+-- Wake every listening daemon (jobs became claimable without an INSERT, e.g. rescued).
+SELECT pg_notify('jobcron_jobs', %(reason)s::text);
 
--- name: worker_unregister
--- Remove this daemon's row on a clean exit.
-DELETE FROM job_workers WHERE id = %(id)s;
-
--- name: paused_types
--- Job types whose claiming is paused ('*' pauses all).
-SELECT job_type FROM job_pauses ORDER BY job_type;
-
--- name: insert_job
--- Enqueue one job; a duplicate dedup_key of a job still to run returns nothing.
-INSERT INTO processing_jobs (job_type, file_id, user_id, business_description, metadata, priority,
-                             scheduled_at, max_retries, timeout_seconds, dedup_key, schedule_id)
-VALUES (%(job_type)s, %(file_id)s, %(user_id)s, %(business_description)s,
-        coalesce(%(metadata)s::jsonb, '{}'::jsonb), coalesce(%(priority)s, 0),
-        coalesce(%(scheduled_at)s::timestamptz, now()), %(max_retries)s, %(timeout_seconds)s,
-        %(dedup_key)s, %(schedule_id)s)
-ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING
-RETURNING id;
-
--- name: insert_file
--- Register a file row for a job to read.
-INSERT INTO files (file_path, original_name, user_id, size_bytes)
-VALUES (%(file_path)s, %(original_name)s, %(user_id)s, %(size_bytes)s)
-RETURNING id;
+-- name: prune_finished_jobs
+-- Delete one batch of finished jobs older than the retention; one daemon at a time (advisory lock). Insights keep their rows.
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock(4242002) AS got
+), victims AS (
+    SELECT id FROM processing_jobs
+    WHERE status IN ('completed', 'failed', 'cancelled')
+      AND completed_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(keep_seconds)s::float8)
+      AND (SELECT got FROM lock)
+    ORDER BY completed_at
+    LIMIT %(batch)s::int
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM processing_jobs j USING victims v WHERE j.id = v.id
+RETURNING j.id;
 
 -- name: get_job
 -- Everything about one job.
@@ -399,18 +357,6 @@ FROM processing_jobs WHERE id = %(id)s;
 -- name: count_by_status
 -- How many jobs are in each status.
 SELECT status, count(*) AS n FROM processing_jobs GROUP BY status;
-
--- name: next_due_in
--- Seconds until the earliest pending job scheduled in the future becomes due (NULL if none).
--- epochs subtracted as numbers: a row scheduled at 'infinity' gives Infinity, where subtracting the
--- timestamps would raise an error in every idle daemon
--- (parked jobs are due already: only the claim's index is read)
-SELECT extract(epoch FROM min(scheduled_at))::float8 - extract(epoch FROM now())::float8 AS seconds
-FROM processing_jobs WHERE status = 'pending' AND NOT parked AND scheduled_at > now();
-
--- name: notify_jobs
--- Wake every listening daemon (jobs became claimable without an INSERT, e.g. rescued).
-SELECT pg_notify('jobcron_jobs', %(reason)s::text);
 
 -- name: user_active_jobs
 -- A user's running and pending jobs (seed 000's get_user_active_jobs).
@@ -431,29 +377,3 @@ GROUP BY user_id
 HAVING count(*) FILTER (WHERE status = 'pending') > 0
 ORDER BY pending DESC, user_id
 LIMIT %(limit)s::int;
-
--- name: prune_finished_jobs
--- Delete one batch of finished jobs older than the retention; one daemon at a time (advisory lock). Insights keep their rows.
-WITH lock AS (
-    SELECT pg_try_advisory_xact_lock(4242002) AS got
-), victims AS (
-    SELECT id FROM processing_jobs
-    WHERE status IN ('completed', 'failed', 'cancelled')
-      AND completed_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(keep_seconds)s::float8)
-      AND (SELECT got FROM lock)
-    ORDER BY completed_at
-    LIMIT %(batch)s::int
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM processing_jobs j USING victims v WHERE j.id = v.id
-RETURNING j.id;
-
--- name: pause_all_if_absent
--- auto_start_processing false: a cold start (no other daemon alive) pauses claiming until `job_cron resume`; a daemon restarting into a running fleet leaves it be.
-INSERT INTO job_pauses (job_type, paused_by)
-SELECT '*', %(worker_id)s::text
-WHERE NOT EXISTS (SELECT 1 FROM job_workers w
-                  WHERE w.id <> %(worker_id)s::text
-                    AND w.last_seen_at >= now() - make_interval(secs => %(alive_within_seconds)s::float8))
-ON CONFLICT (job_type) DO NOTHING
-RETURNING job_type;
