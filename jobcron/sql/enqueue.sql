@@ -1,16 +1,5 @@
 -- Enqueueing jobs: one at a time, and in bulk by COPY through a staging table.
 
--- name: insert_job
--- Enqueue one job; a duplicate dedup_key of a job still to run returns nothing.
-INSERT INTO processing_jobs (job_type, file_id, user_id, business_description, metadata, priority,
-                             scheduled_at, max_retries, timeout_seconds, dedup_key, schedule_id)
-VALUES (%(job_type)s, %(file_id)s, %(user_id)s, %(business_description)s,
-        coalesce(%(metadata)s::jsonb, '{}'::jsonb), coalesce(%(priority)s, 0),
-        coalesce(%(scheduled_at)s::timestamptz, now()), %(max_retries)s, %(timeout_seconds)s,
-        %(dedup_key)s, %(schedule_id)s)
-ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING
-RETURNING id;
-
 -- name: insert_file
 -- Register a file row for a job to read.
 INSERT INTO files (file_path, original_name, user_id, size_bytes)
@@ -18,14 +7,14 @@ VALUES (%(file_path)s, %(original_name)s, %(user_id)s, %(size_bytes)s)
 RETURNING id;
 
 -- name: ops_enqueue_one
--- Enqueue one job; with a dedup_key already pending or running, return that job instead.
+-- Enqueue one job (by the application, the CLI or a schedule); with a dedup_key already pending or running, return that job instead (created false).
 WITH inserted AS (
     INSERT INTO processing_jobs (job_type, file_id, user_id, business_description, metadata, priority,
-                                 scheduled_at, max_retries, timeout_seconds, dedup_key)
+                                 scheduled_at, max_retries, timeout_seconds, dedup_key, schedule_id)
     VALUES (%(job_type)s, %(file_id)s, %(user_id)s, %(business_description)s,
             coalesce(%(metadata)s::jsonb, '{}'::jsonb), coalesce(%(priority)s::int, 0),
             coalesce(%(scheduled_at)s::timestamptz, now()), %(max_retries)s, %(timeout_seconds)s,
-            %(dedup_key)s)
+            %(dedup_key)s, %(schedule_id)s)
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING
     RETURNING id
 )

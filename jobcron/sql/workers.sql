@@ -21,9 +21,9 @@ WHERE id = %(id)s;
 -- Remove this daemon's row on a clean exit.
 DELETE FROM job_workers WHERE id = %(id)s;
 
--- name: paused_types
--- Job types whose claiming is paused ('*' pauses all).
-SELECT job_type FROM job_pauses ORDER BY job_type;
+-- name: ops_pauses
+-- Paused job types ('*' = all) with when and by whom (daemons read the types, operators the rest).
+SELECT job_type, paused_at, paused_by FROM job_pauses ORDER BY job_type;
 
 -- name: pause_all_if_absent
 -- auto_start_processing false: a cold start (no other daemon alive) pauses claiming until `job_cron resume`; a daemon restarting into a running fleet leaves it be.

@@ -11,8 +11,8 @@ from typing import Any
 
 from jobcron.db import Connection
 from jobcron.sql import sql
-from jobcron.store import _all, _cursor, _exec, _one
-from jobcron.store.jobs import notify_jobs
+from jobcron.store import _all, _cursor, _one
+from jobcron.store.jobs import db_now, delete_finished_batch, notify_jobs
 
 __all__ = [
     "ops_clock",
@@ -24,7 +24,6 @@ __all__ = [
     "ops_job_state",
     "ops_jobs_list",
     "ops_pause",
-    "ops_pauses",
     "ops_purge_batch",
     "ops_purge_count",
     "ops_queue_sample",
@@ -159,6 +158,7 @@ def ops_reset_stale(
         "retry_failed_jobs": retry_failed_jobs,
         "default_max_retries": default_max_retries,
         "by": by,
+        "now": None,  # the rescue's shared SET list takes a time; a reset's is the transaction's
     }
     with conn.transaction():
         rows = _all(conn, "ops_reset_stale", params, lenient_times=True)
@@ -180,11 +180,7 @@ def ops_purge_count(conn: Connection, statuses: Sequence[str], older_than_second
 
 def ops_purge_batch(conn: Connection, statuses: Sequence[str], older_than_seconds: float, batch: int) -> int:
     """Delete one batch of old finished jobs; the number deleted."""
-    return _exec(
-        conn,
-        "ops_purge_batch",
-        {"statuses": list(statuses), "older_than_seconds": float(older_than_seconds), "batch": batch},
-    )
+    return delete_finished_batch(conn, statuses, older_than_seconds, batch, exclusive=False)
 
 
 def ops_pause(conn: Connection, job_type: str, by: str) -> bool:
@@ -201,20 +197,13 @@ def ops_resume(conn: Connection, job_types: Sequence[str] | None) -> list[str]:
     ]
 
 
-def ops_pauses(conn: Connection) -> list[dict[str, Any]]:
-    """Current pauses with when and by whom."""
-    return _all(conn, "ops_pauses", lenient_times=True)
-
-
 def ops_clock(conn: Connection) -> datetime:
     """The database clock."""
-    row = _one(conn, "ops_clock", lenient_times=True)
-    assert row is not None
-    return row["now"]  # type: ignore[no-any-return]
+    return db_now(conn)
 
 
 def ops_queue_sample(conn: Connection) -> dict[str, Any]:
     """Queue depth and the oldest due pending job's wait."""
-    row = _one(conn, "ops_queue_sample", lenient_times=True)
+    row = _one(conn, "ops_active_counts", lenient_times=True)
     assert row is not None
     return row

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -13,11 +12,10 @@ from psycopg.types.json import Jsonb
 from jobcron.db import Connection
 from jobcron.sql import sql
 from jobcron.store import _one
-from jobcron.store.admin import ops_clock
+from jobcron.store.jobs import db_now
 
 __all__ = [
     "ENQUEUE_COLUMNS",
-    "dumps",
     "insert_file",
     "insert_job",
     "ops_enqueue_one",
@@ -43,7 +41,7 @@ def insert_job(
     """Insert one job; None when a job with the same dedup_key is still pending or running."""
     row = _one(
         conn,
-        "insert_job",
+        "ops_enqueue_one",
         {
             "job_type": job_type,
             "file_id": file_id,
@@ -58,7 +56,7 @@ def insert_job(
             "schedule_id": schedule_id,
         },
     )
-    return str(row["id"]) if row else None
+    return str(row["id"]) if row and row["created"] else None
 
 
 def insert_file(
@@ -100,6 +98,7 @@ def ops_enqueue_one(conn: psycopg.Connection[Any], fields: dict[str, Any]) -> tu
         params["file_id"] = file_row["id"]
     params.pop("original_name", None)
     params.pop("size_bytes", None)
+    params.setdefault("schedule_id", None)
     row = _one(conn, "ops_enqueue_one", params, lenient_times=True)
     return None if row is None else (str(row["id"]), bool(row["created"]))
 
@@ -113,7 +112,7 @@ def ops_enqueue_stream(
     the first row with a dedup_key or a file to register: from there on they pass through a staging
     table whose INSERT ... ON CONFLICT skips duplicates and which registers the files rows first.
     """
-    rows = iter(make_rows(ops_clock(conn)))
+    rows = iter(make_rows(db_now(conn)))
     direct = 0
     first_staged: Sequence[Any] | None = None
     with conn.cursor() as cur:
@@ -161,8 +160,3 @@ ENQUEUE_COLUMNS = (
     "original_name",
     "size_bytes",
 )
-
-
-def dumps(value: Any) -> str:
-    """JSON text the way jobcron writes it."""
-    return json.dumps(value, default=str, sort_keys=True)

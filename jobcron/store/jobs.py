@@ -17,15 +17,16 @@ from jobcron.store import _all, _exec, _one
 
 __all__ = [
     "CLAIM_QUERIES",
+    "FINISHED_STATUSES",
     "RECORDED_LEASE_NAMESPACE",
     "ClaimParams",
     "Claimed",
     "claim",
-    "count_by_status",
+    "db_now",
+    "delete_finished_batch",
     "finish",
     "finish_and_claim",
     "get_file",
-    "get_job",
     "heartbeat_job",
     "job_lease_state",
     "mark_file_processing",
@@ -36,8 +37,6 @@ __all__ = [
     "release_worker_jobs",
     "rescue_stale_jobs",
     "unpark_runnable",
-    "user_active_jobs",
-    "users_with_pending_jobs",
 ]
 
 CLAIM_QUERIES = {"first_in_first_out": "claim_job_fifo", "priority": "claim_job_priority"}
@@ -230,24 +229,37 @@ def prune_finished_jobs(
     conn: Connection, keep_seconds: float, batch: int, now: datetime | None = None
 ) -> int:
     """Delete one batch of finished jobs older than keep_seconds; 0 when nothing (or another daemon prunes)."""
-    return len(_all(conn, "prune_finished_jobs", {"keep_seconds": keep_seconds, "batch": batch, "now": now}))
+    return delete_finished_batch(conn, FINISHED_STATUSES, keep_seconds, batch, exclusive=True, now=now)
 
 
-def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
-    """Everything about one job."""
-    return _one(conn, "get_job", {"id": job_id})
+FINISHED_STATUSES = ("completed", "failed", "cancelled")
 
 
-def count_by_status(conn: Connection) -> dict[str, int]:
-    """Job counts per status."""
-    return {r["status"]: int(r["n"]) for r in _all(conn, "count_by_status")}
+def delete_finished_batch(
+    conn: Connection,
+    statuses: Sequence[str],
+    older_than_seconds: float,
+    batch: int,
+    *,
+    exclusive: bool,
+    now: datetime | None = None,
+) -> int:
+    """Delete one batch of finished jobs of these statuses older than the cutoff; the number deleted.
+
+    exclusive: under the retention's advisory lock (0 when another daemon holds it).
+    """
+    params = {
+        "statuses": list(statuses),
+        "older_than_seconds": float(older_than_seconds),
+        "batch": batch,
+        "exclusive": exclusive,
+        "now": now,
+    }
+    return _exec(conn, "prune_finished_jobs", params)
 
 
-def user_active_jobs(conn: Connection, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
-    """A user's running and pending jobs, running first."""
-    return _all(conn, "user_active_jobs", {"user_id": user_id, "limit": limit})
-
-
-def users_with_pending_jobs(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
-    """Users with pending jobs, with pending and running counts, busiest first."""
-    return _all(conn, "users_with_pending_jobs", {"limit": limit})
+def db_now(conn: Connection, now: datetime | None = None) -> datetime:
+    """The database clock (or `now` when given)."""
+    row = _one(conn, "db_now", {"now": now})
+    assert row is not None
+    return row["now"]  # type: ignore[no-any-return]

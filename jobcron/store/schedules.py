@@ -9,6 +9,7 @@ from psycopg.types.json import Jsonb
 
 from jobcron.db import Connection
 from jobcron.store import _all, _exec, _one
+from jobcron.store.jobs import db_now
 
 __all__ = [
     "schedule_advance",
@@ -89,11 +90,8 @@ def schedule_get_locked(conn: Connection, schedule_id: int) -> dict[str, Any] | 
     return _one(conn, "schedule_get_locked", {"id": schedule_id})
 
 
-def schedule_db_now(conn: Connection, now: datetime | None = None) -> datetime:
-    """The database clock (or `now` when given)."""
-    row = _one(conn, "schedule_db_now", {"now": now})
-    assert row is not None
-    return row["now"]  # type: ignore[no-any-return]
+# The database clock under the name jobcron.schedules calls it by (one clock query: jobs.db_now).
+schedule_db_now = db_now
 
 
 def schedule_list(conn: Connection) -> list[dict[str, Any]]:

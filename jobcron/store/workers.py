@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jobcron.db import Connection
 from jobcron.store import _all, _exec, _one
 
 __all__ = [
+    "ops_pauses",
     "pause_all_if_absent",
     "paused_types",
     "worker_heartbeat",
@@ -44,7 +47,12 @@ def worker_unregister(conn: Connection, worker_id: str) -> None:
 
 def paused_types(conn: Connection) -> list[str]:
     """Paused job types ('*' = all)."""
-    return [r["job_type"] for r in _all(conn, "paused_types")]
+    return [r["job_type"] for r in ops_pauses(conn)]
+
+
+def ops_pauses(conn: Connection) -> list[dict[str, Any]]:
+    """Current pauses with when and by whom."""
+    return _all(conn, "ops_pauses", lenient_times=True)
 
 
 def pause_all_if_absent(conn: Connection, worker_id: str, alive_within_seconds: float) -> bool:
