@@ -23,7 +23,7 @@ from jobcron.db import (
     scrub,
     waited_message,
 )
-from jobcron.errors import ConfigError, JobCronError, SchemaOutOfDate
+from jobcron.errors import ConfigError, JobCronError, SchemaOutOfDate, StoreError
 from jobcron.terminal import printable
 
 EXIT_OK = 0
@@ -73,6 +73,9 @@ def handled(config: Config | None = None) -> Iterator[None]:
         fail(str(exc), EXIT_CONFIG)
     except SchemaOutOfDate as exc:
         fail(str(exc), EXIT_SCHEMA)
+    except StoreError as exc:
+        # a row the database refused, reported as the database's own error (as before translation)
+        fail(f"database error: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
     except JobCronError as exc:
         fail(scrub(str(exc), dsn), EXIT_ERROR)
     except MISSING_OBJECT as exc:

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any, TextIO
 
 import click
-import psycopg
 
 from jobcron import bulk, client, store
 from jobcron.admin import jobs as admin_jobs
@@ -19,7 +18,7 @@ from jobcron.cli.ops import emit, invalid_input_exits
 from jobcron.cli.render import echo, redact, render_job, render_jobs
 from jobcron.db import Connection
 from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
-from jobcron.errors import InvalidInput
+from jobcron.errors import InvalidInput, UnknownReference
 from jobcron.terminal import printable_data
 
 STATUS_CHOICE = click.Choice(admin_jobs.STATUSES)
@@ -294,9 +293,9 @@ def enqueue_cmd(
                     raise InvalidInput("--type: missing (or give --bulk FILE)")
                 try:
                     job_id, created = client.enqueue_one(conn, fields, max_metadata_bytes=max_bytes)
-                except psycopg.errors.ForeignKeyViolation as exc:
+                except UnknownReference as exc:
                     # bad input, not a database failure: the id names a row that does not exist
-                    column = "file_id" if "file_id" in str(exc) else "a reference"
+                    column = "file_id" if exc.constraint == "processing_jobs_file_id_fkey" else "a reference"
                     raise InvalidInput(
                         f"--file-id: no files row with id {fields.get('file_id')!r} ({column})"
                     ) from None

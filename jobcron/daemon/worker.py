@@ -37,7 +37,7 @@ from jobcron.daemon.sdnotify import Notifier
 from jobcron.daemon.state import DaemonState, Running
 from jobcron.daemon.watchdog import Watchdog
 from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, retrying, scrub
-from jobcron.errors import DatabaseUnavailable, PermanentError, WorkerIdTaken
+from jobcron.errors import DatabaseUnavailable, PermanentError, SlotTaken, WorkerIdTaken
 from jobcron.models import ClaimedJob, JobStatus, Outcome
 from jobcron.workflows import Registry
 from jobcron.workflows.base import FileInfo, WorkflowContext
@@ -189,7 +189,7 @@ class Worker:
             while not self.stopping:
                 try:
                     claimed = store.claim(conn, params)
-                except psycopg.errors.UniqueViolation:
+                except SlotTaken:
                     races += 1  # another daemon took the same user slot at the same instant
                     if races < SLOT_RACE_TRIES:
                         continue

@@ -1,6 +1,7 @@
 """The only package that executes runtime SQL: one module per `.sql` file, one function per named query.
 
-This module holds what they share (running a named query) and re-exports every public name, so
+This module holds what they share (running a named query, inside `jobcron.db.translate`, so that a
+row the schema refuses raises a `jobcron.errors.StoreError`) and re-exports every public name, so
 callers keep writing `store.claim(conn, ...)`. Rows are read as dicts whatever the connection's own
 row factory is (commands may get an application's connection), and nothing here commits on the
 caller's behalf.
@@ -16,6 +17,7 @@ from psycopg.adapt import Loader
 from psycopg.pq import Format
 from psycopg.rows import dict_row
 
+from jobcron.db import translate
 from jobcron.sql import sql
 
 _TIMESTAMPTZ_OID = psycopg.postgres.types["timestamptz"].oid
@@ -56,7 +58,7 @@ def _one(
     *,
     lenient_times: bool = False,
 ) -> dict[str, Any] | None:
-    with _cursor(conn, lenient_times=lenient_times) as cur:
+    with translate(), _cursor(conn, lenient_times=lenient_times) as cur:
         cur.execute(sql(name), params or {})
         return cur.fetchone()
 
@@ -68,13 +70,13 @@ def _all(
     *,
     lenient_times: bool = False,
 ) -> list[dict[str, Any]]:
-    with _cursor(conn, lenient_times=lenient_times) as cur:
+    with translate(), _cursor(conn, lenient_times=lenient_times) as cur:
         cur.execute(sql(name), params or {})
         return cur.fetchall()
 
 
 def _exec(conn: psycopg.Connection[Any], name: str, params: dict[str, Any] | None = None) -> int:
-    with _cursor(conn) as cur:
+    with translate(), _cursor(conn) as cur:
         cur.execute(sql(name), params or {})
         return cur.rowcount
 

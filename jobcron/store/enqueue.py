@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from jobcron.db import Connection
+from jobcron.db import Connection, translate
 from jobcron.sql import sql
 from jobcron.store import _one
 from jobcron.store.jobs import db_now
@@ -115,32 +115,33 @@ def ops_enqueue_stream(
     rows = iter(make_rows(db_now(conn)))
     direct = 0
     first_staged: Sequence[Any] | None = None
-    with conn.cursor() as cur:
-        with cur.copy(sql("ops_enqueue_direct_copy")) as copy:
-            for row in rows:
-                if row[8] is not None or row[11] is not None:  # dedup_key, file_path
-                    first_staged = row
-                    break
-                copy.write_row(row[:11])
-                direct += 1
-        if first_staged is None:
-            return direct, direct
-        cur.execute(sql("ops_enqueue_stage_drop"))
-        cur.execute(sql("ops_enqueue_stage_create"))
-        staged = 1
-        with cur.copy(sql("ops_enqueue_stage_copy")) as copy:
-            copy.write_row((0, *first_staged))
-            for row in rows:
-                copy.write_row((staged, *row))
-                staged += 1
-        cur.execute(sql("ops_enqueue_stage_files"))
-        with_files = cur.rowcount
-        cur.execute(sql("ops_enqueue_from_stage"))
-        inserted = cur.rowcount
-        if with_files and inserted < staged:
-            cur.execute(sql("ops_enqueue_orphan_files"))
-        cur.execute(sql("ops_enqueue_stage_drop"))
-    return direct + inserted, direct + staged
+    with translate():
+        with conn.cursor() as cur:
+            with cur.copy(sql("ops_enqueue_direct_copy")) as copy:
+                for row in rows:
+                    if row[8] is not None or row[11] is not None:  # dedup_key, file_path
+                        first_staged = row
+                        break
+                    copy.write_row(row[:11])
+                    direct += 1
+            if first_staged is None:
+                return direct, direct
+            cur.execute(sql("ops_enqueue_stage_drop"))
+            cur.execute(sql("ops_enqueue_stage_create"))
+            staged = 1
+            with cur.copy(sql("ops_enqueue_stage_copy")) as copy:
+                copy.write_row((0, *first_staged))
+                for row in rows:
+                    copy.write_row((staged, *row))
+                    staged += 1
+            cur.execute(sql("ops_enqueue_stage_files"))
+            with_files = cur.rowcount
+            cur.execute(sql("ops_enqueue_from_stage"))
+            inserted = cur.rowcount
+            if with_files and inserted < staged:
+                cur.execute(sql("ops_enqueue_orphan_files"))
+            cur.execute(sql("ops_enqueue_stage_drop"))
+        return direct + inserted, direct + staged
 
 
 # The column order of ops_enqueue_stream rows.

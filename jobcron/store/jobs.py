@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from jobcron.db import Connection
+from jobcron.db import Connection, translate
 from jobcron.models import ClaimedJob, Outcome
 from jobcron.sql import sql
 from jobcron.store import _all, _exec, _one
@@ -115,11 +115,12 @@ def claim(conn: Connection, claim_params: ClaimParams) -> Claimed:
     This takes a flush off the path from an insert to the start of its job.
     """
     # one pipeline, one implicit transaction: the setting is local to it, and it costs no round trip
-    with conn.pipeline():
-        conn.execute(sql("claim_commit_async"))
-        cur = conn.cursor()
-        cur.execute(sql(CLAIM_QUERIES[claim_params.order]), claim_params.params())
-    return _claimed(cur.fetchone())
+    with translate():
+        with conn.pipeline():
+            conn.execute(sql("claim_commit_async"))
+            cur = conn.cursor()
+            cur.execute(sql(CLAIM_QUERIES[claim_params.order]), claim_params.params())
+        return _claimed(cur.fetchone())
 
 
 def finish(conn: Connection, job: ClaimedJob, outcome: Outcome) -> bool:
@@ -133,14 +134,15 @@ def finish_and_claim(
 ) -> tuple[bool, Claimed]:
     """Record job N and claim job N+1 in one transaction and one round trip (pipelined)."""
     # autocommit + one pipeline = one implicit transaction ending at the single Sync: one round trip, one commit
-    with conn.pipeline():
-        done = conn.cursor()
-        done.execute(sql("finish_job"), _finish_params(job, outcome))
-        nxt = conn.cursor()
-        nxt.execute(sql(CLAIM_QUERIES[claim_params.order]), claim_params.params())
-    recorded_row = done.fetchone()
-    recorded = bool(recorded_row and recorded_row["recorded"])
-    return recorded, _claimed(nxt.fetchone())
+    with translate():
+        with conn.pipeline():
+            done = conn.cursor()
+            done.execute(sql("finish_job"), _finish_params(job, outcome))
+            nxt = conn.cursor()
+            nxt.execute(sql(CLAIM_QUERIES[claim_params.order]), claim_params.params())
+        recorded_row = done.fetchone()
+        recorded = bool(recorded_row and recorded_row["recorded"])
+        return recorded, _claimed(nxt.fetchone())
 
 
 def unpark_runnable(conn: Connection, order: str, user_limit: int | None, batch: int) -> int:
