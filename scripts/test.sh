@@ -42,6 +42,8 @@ echo "test.sh: ruff"
 "$VENV/bin/ruff" format --check --quiet . || { echo "test.sh: run '$VENV/bin/ruff format .'"; exit 1; }
 echo "test.sh: mypy (strict on jobcron/)"
 "$VENV/bin/mypy"
+echo "test.sh: import contracts (pyproject.toml [tool.importlinter])"
+"$VENV/bin/lint-imports" --no-cache
 
 echo "test.sh: pytest"
 markers=${JOBCRON_TEST_MARKERS:-"not slow"}
