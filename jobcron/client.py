@@ -24,7 +24,8 @@ from psycopg import pq
 
 from jobcron import store
 from jobcron.durations import parse_instant
-from jobcron.errors import InvalidInput, JobCronError
+from jobcron.errors import InvalidInput, JobCronError, JsonRefused
+from jobcron.jsontext import parse_json
 
 FIELDS = (
     "job_type",
@@ -97,10 +98,8 @@ def metadata_text(value: Any, max_bytes: int) -> str:
     """The metadata as JSON text, or InvalidInput: it must be an object of plain JSON values within max_bytes."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"metadata: invalid JSON: {exc.msg} at column {exc.colno}") from None
-        except ValueError as exc:  # valid syntax the parser still refuses: an integer of 5,000 digits
+            value = parse_json(value)
+        except JsonRefused as exc:
             raise InvalidInput(f"metadata: invalid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidInput(f"metadata: must be a JSON object, got {_kind(value)}")

@@ -43,6 +43,10 @@ WORKER_PLANNER_OPTIONS = (
 
 # Errors that mean "the server is not reachable right now", as opposed to a bad query.
 DB_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
+# Any error from the database or the driver: outages, refusals, a value the server will not store.
+DATABASE_ERROR = psycopg.Error
+# The server refused the values of a row (a constraint, a value its column type cannot hold).
+ROW_REFUSED = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
 # A statement the server ended because it waited too long for a lock (lock_timeout) or was cancelled
 # (statement_timeout, a cancel request): both OperationalErrors, so retried like an outage. The
 # statement was rolled back as a whole, and the connection is still good: no reconnect is needed,

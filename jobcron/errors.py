@@ -112,3 +112,34 @@ class WorkerIdTaken(JobCronError):
 
 class DatabaseUnavailable(JobCronError):
     """The database stayed unreachable for longer than the command may wait (`run --once`)."""
+
+
+class StoreError(JobCronError):
+    """The database refused a row by one of the schema's named constraints (`constraint`).
+
+    Raised by `jobcron.store.translate` from the driver's error, which is its `__cause__`. While some
+    callers still catch the driver's classes, the object raised is also an instance of the driver's
+    error it replaces (see `translate`), so those callers keep their behaviour; catch these classes.
+    """
+
+    constraint: str | None = None
+
+
+class SlotTaken(StoreError):
+    """Another daemon took the same per-user running slot at the same instant (a claim race: claim again)."""
+
+
+class DuplicateKey(StoreError):
+    """A job with the same dedup_key is pending or running already (or another unique key is taken)."""
+
+
+class DuplicateName(StoreError):
+    """A schedule with this name exists already."""
+
+
+class UnknownReference(StoreError):
+    """A row names another that does not exist (a file_id with no files row, a schedule that is gone)."""
+
+
+class RowRefused(StoreError):
+    """A value a CHECK constraint refuses (a priority out of range, a template the schema rejects)."""

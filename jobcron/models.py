@@ -18,9 +18,6 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-FINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
 @dataclass(frozen=True)
 class ClaimedJob:
     """A job this worker holds the lease of."""

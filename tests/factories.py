@@ -50,6 +50,15 @@ def insert_file(conn: psycopg.Connection[Any], file_path: str, **fields: Any) ->
     return str(row["id"] if isinstance(row, dict) else row[0])
 
 
+def status_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """How many jobs are in each status."""
+    rows = conn.execute("SELECT status, count(*) AS n FROM processing_jobs GROUP BY status").fetchall()
+    return {
+        (r["status"] if isinstance(r, dict) else r[0]): int(r["n"] if isinstance(r, dict) else r[1])
+        for r in rows
+    }
+
+
 def job(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any]:
     """The whole row of a job."""
     row = conn.execute("SELECT * FROM processing_jobs WHERE id = %s", (job_id,)).fetchone()

@@ -18,7 +18,7 @@ from typing import Any
 from jobcron import store
 from jobcron.config import Config
 from jobcron.db import Connection
-from jobcron.errors import InvalidInput, JobCronError, JobNotFound
+from jobcron.errors import DuplicateKey, InvalidInput, JobCronError, JobNotFound
 
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 FINISHED = ("completed", "failed", "cancelled")
@@ -189,11 +189,9 @@ def wait_for_final(conn: Connection, job_id: str, timeout: float) -> str:
 
 def retry_job(conn: Connection, job_id: str, by: str | None = None) -> dict[str, Any]:
     """A failed or cancelled job back to pending with retry_count 0 (attempts and history kept)."""
-    import psycopg
-
     try:
         row = store.ops_job_retry(conn, job_id, by or operator_name())
-    except psycopg.errors.UniqueViolation:
+    except DuplicateKey:
         state = store.ops_job_state(conn, job_id)
         key = state["dedup_key"] if state else None
         raise JobCronError(
@@ -222,7 +220,7 @@ def reset_stale(
     dry_run: bool = False,
     by: str | None = None,
 ) -> dict[str, Any]:
-    """Seed 003's emergency reset under the lease rules: running jobs whose worker stopped heartbeating.
+    """The emergency reset some applications run by hand, under the lease rules: running jobs whose worker stopped heartbeating.
 
     A job whose worker still heartbeats is taken only with include_alive (and older_than_seconds, so that
     "everything" is never one flag away); its worker then finds its lease gone and cannot record a result.

@@ -67,7 +67,7 @@ def collect_status(
     rows = store.ops_status_rows(
         conn,
         [
-            ("ops_clock", {}),
+            ("db_now", {"now": None}),
             ("ops_active_counts", {}),
             ("ops_table_estimate", {}),
             ("ops_finished_since", {"seconds": FAILURE_WINDOW_SECONDS}),
@@ -104,7 +104,7 @@ def collect_status(
     stale = rows["ops_stale_count"][0]
     running = rows["ops_running_jobs"]
     return {
-        "generated_at": _iso(rows["ops_clock"][0]["now"]),
+        "generated_at": _iso(rows["db_now"][0]["now"]),
         "counts": counts,
         "finished_counts_exact": finished_exact,
         "pending_due": int(active["pending"]) - int(active["pending_scheduled"]),

@@ -26,7 +26,7 @@ from jobcron.db import (
     waited_message,
 )
 from jobcron.durations import parse_duration
-from jobcron.errors import ConfigError, InvalidInput, JobCronError, SchemaOutOfDate
+from jobcron.errors import ConfigError, InvalidInput, JobCronError, SchemaOutOfDate, StoreError
 from jobcron.terminal import printable
 
 EXIT_OK = 0
@@ -106,6 +106,9 @@ def handled(config: Config | None = None) -> Iterator[None]:
         fail(str(exc), EXIT_CONFIG)
     except SchemaOutOfDate as exc:
         fail(str(exc), EXIT_SCHEMA)
+    except StoreError as exc:
+        # a row the database refused, reported as the database's own error (as before translation)
+        fail(f"database error: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
     except JobCronError as exc:
         fail(scrub(str(exc), dsn), EXIT_ERROR)
     except MISSING_OBJECT as exc:

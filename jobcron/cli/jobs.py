@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any, TextIO
 
 import click
-import psycopg
 
 from jobcron import bulk, client, store
 from jobcron.admin import jobs as admin_jobs
@@ -28,7 +27,7 @@ from jobcron.cli.common import (
 from jobcron.cli.render import echo, redact, render_job, render_jobs
 from jobcron.db import Connection
 from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
-from jobcron.errors import BulkInputError, InvalidInput, JsonRefused
+from jobcron.errors import BulkInputError, InvalidInput, JsonRefused, UnknownReference
 from jobcron.jsontext import parse_json
 from jobcron.terminal import printable_data
 
@@ -295,9 +294,9 @@ def enqueue_cmd(
                     raise InvalidInput("--type: missing (or give --bulk FILE)")
                 try:
                     job_id, created = client.enqueue_one(conn, fields, max_metadata_bytes=max_bytes)
-                except psycopg.errors.ForeignKeyViolation as exc:
+                except UnknownReference as exc:
                     # bad input, not a database failure: the id names a row that does not exist
-                    column = "file_id" if "file_id" in str(exc) else "a reference"
+                    column = "file_id" if exc.constraint == "processing_jobs_file_id_fkey" else "a reference"
                     raise InvalidInput(
                         f"--file-id: no files row with id {fields.get('file_id')!r} ({column})"
                     ) from None

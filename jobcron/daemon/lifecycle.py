@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
 from jobcron import __version__, logs, migrate, store
 from jobcron.config import Config, config_as_dict
 from jobcron.daemon.listener import Listener
 from jobcron.daemon.maintenance import host_pid
 from jobcron.daemon.outcomes import interrupted_outcome
 from jobcron.daemon.state import Running
-from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, retrying
+from jobcron.db import DATABASE_ERROR, DB_UNAVAILABLE, Connection, DatabaseRefused, retrying
 from jobcron.errors import WorkerIdTaken
 
 if TYPE_CHECKING:
@@ -142,7 +140,7 @@ def shutdown(worker: Worker) -> None:
         worker.maintenance.join(d.connect_timeout_seconds + d.lock_timeout_seconds + 1)
     try:
         worker.db.run(lambda conn: release_and_unregister(worker, conn), must_finish=True)
-    except psycopg.Error as exc:
+    except DATABASE_ERROR as exc:
         worker.log.error("unregister_failed", error=str(exc).strip()[:200])
     worker.db.drop()
     worker.watchdog.halt.set()
@@ -171,7 +169,7 @@ def end_at_grace(worker: Worker, conn: Connection | None, running: Running) -> N
             store.finish(conn, running.job, outcome)
             worker.put_back_next(conn)
             store.worker_unregister(conn, worker.worker_id)
-        except psycopg.Error as exc:
+        except DATABASE_ERROR as exc:
             log.error("put_back_failed", error=str(exc).strip()[:200])
     log.info("job_interrupted", job_id=running.job.id)
     log.info("worker_stopped", jobs_done=worker.jobs_done, exit_code=EXIT_CLEAN)

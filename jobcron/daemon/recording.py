@@ -10,14 +10,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import structlog
 
 from jobcron import store
 from jobcron.daemon.connection import MainConnection
 from jobcron.daemon.outcomes import RunPolicy, error_record, failed_outcome, interrupted_outcome
 from jobcron.daemon.state import DaemonState
-from jobcron.db import DB_UNAVAILABLE, Connection
+from jobcron.db import DATABASE_ERROR, DB_UNAVAILABLE, Connection
 from jobcron.models import ClaimedJob, JobStatus, Outcome
 
 if TYPE_CHECKING:
@@ -64,7 +63,7 @@ class Recorder:
             recorded, self.next_job = self.db.run(
                 lambda conn: self._write(conn, job, outcome, claim_next), must_finish=True
             )
-        except psycopg.Error as exc:
+        except DATABASE_ERROR as exc:
             if isinstance(exc, DB_UNAVAILABLE):
                 raise
             # the outcome itself could not be stored (e.g. a value the database refuses): fail the job with why
@@ -123,7 +122,7 @@ class Recorder:
             return recorded, None
         try:
             recorded, claimed = store.finish_and_claim(conn, job, outcome, self.claim_params())
-        except psycopg.Error as exc:
+        except DATABASE_ERROR as exc:
             if isinstance(exc, DB_UNAVAILABLE):
                 raise
             # the claim half failed (most often a slot race with another daemon) and took the record

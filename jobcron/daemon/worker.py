@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import psycopg
 import structlog
 
 from jobcron import store
@@ -32,7 +31,7 @@ from jobcron.daemon.sdnotify import Notifier
 from jobcron.daemon.state import DaemonState, Running
 from jobcron.daemon.watchdog import Watchdog
 from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, scrub
-from jobcron.errors import DatabaseUnavailable
+from jobcron.errors import DatabaseUnavailable, SlotTaken
 from jobcron.models import ClaimedJob, Outcome
 from jobcron.workflows import Registry
 
@@ -200,7 +199,7 @@ class Worker:
             while not self.stopping:
                 try:
                     claimed = store.claim(conn, params)
-                except psycopg.errors.UniqueViolation:
+                except SlotTaken:
                     races += 1  # another daemon took the same user slot at the same instant
                     if races < SLOT_RACE_TRIES:
                         continue

@@ -7,10 +7,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-import psycopg
-
 from jobcron import store
-from jobcron.db import Connection
+from jobcron.db import ROW_REFUSED, Connection
 from jobcron.errors import ScheduleError
 from jobcron.schedules.rules import ScheduleSpec, latest_due, next_occurrence, validate
 
@@ -138,7 +136,7 @@ def _enqueue(
             )
             store.schedule_execution_link_job(conn, execution, job_id)
             return FIRED, job_id, None
-    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+    except ROW_REFUSED as exc:
         return FAILED, None, str(exc).strip().splitlines()[0][:300]
 
 

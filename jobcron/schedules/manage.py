@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-import psycopg
-
 from jobcron import store
 from jobcron.db import Connection
 from jobcron.durations import parse_whole_seconds
 from jobcron.errors import (
+    DuplicateName,
     InvalidInput,
     JsonRefused,
     ScheduleError,
@@ -257,7 +256,7 @@ def add(conn: Connection, name: str, fields: dict[str, Any], *, paused: bool = F
     _check_file(conn, fields)
     try:
         schedule_id = store.schedule_insert(conn, {"name": name, **row})
-    except psycopg.errors.UniqueViolation:
+    except DuplicateName:
         raise ScheduleNameTaken(f"a schedule named {name!r} exists already") from None
     return Saved(schedule_id, fields, row["next_run_at"], describe(spec_from_row(fields)))
 

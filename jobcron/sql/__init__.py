@@ -11,7 +11,27 @@ from jobcron.errors import SqlNotFound
 
 SQL_DIR = Path(__file__).parent
 MIGRATIONS_DIR = SQL_DIR / "migrations"
-_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$")
+_NAME = re.compile(r"^--\s*(name|fragment):\s*([a-z_][a-z0-9_]*)\s*$")
+
+# Every advisory-lock key jobcron takes, in one place (tests/unit/test_sql_loader.py fails on any other
+# key in a .sql file or a migration, and on a key listed here that nothing uses). Keys are
+# per database; another application's keys must stay clear of 4242000-4242999.
+ADVISORY_LOCKS = {
+    # migration_lock / migration_unlock: one migrator at a time, held for the session
+    4242001: "migrations",
+    # prune_finished_jobs with exclusive: one daemon at a time deletes finished jobs (retention)
+    4242002: "retention",
+    # (4242003 was the claim's per-user lock, gone since the claim counts slots; keep it unused)
+    # worker_id_lock: two keys (4242004, hashtext(worker id)), held for the daemon's session
+    4242004: "worker id",
+    # unpark_runnable: one daemon at a time re-checks parked jobs (migration 0002)
+    4242005: "unpark",
+}
+
+# A fragment (`-- fragment: x`, then a description, then SQL) is text written once and shared by
+# several queries: /*@x*/ in a query becomes the fragment's text at load time. Fragments are not
+# queries themselves; their names are unique with the queries' across files.
+_FRAGMENT_MARK = re.compile(r"/\*@([a-z_][a-z0-9_]*)\*/")
 
 # A query written once for both queue orders is loaded as NAME_fifo and NAME_priority: /*ORDER(x)*/
 # becomes that order's sort key of alias x, /*KEY(x)*/ the same key as values that compare in queue
@@ -34,6 +54,7 @@ class Query:
     name: str
     description: str
     text: str
+    fragment: bool = False
 
     @property
     def executable(self) -> str:
@@ -68,9 +89,13 @@ def compact(text: str) -> str:
 
 
 def parse_queries(source: str, origin: str = "<string>") -> dict[str, Query]:
-    """Split SQL text into named queries: `-- name: x`, then `-- description`, then the statement."""
+    """Split SQL text into named queries: `-- name: x`, then `-- description`, then the statement.
+
+    Fragments (`-- fragment: x`) come back too, marked `fragment`.
+    """
     queries: dict[str, Query] = {}
     name: str | None = None
+    fragment = False
     description: list[str] = []
     body: list[str] = []
 
@@ -82,13 +107,13 @@ def parse_queries(source: str, origin: str = "<string>") -> dict[str, Query]:
             raise SqlNotFound(f"{origin}: query {name!r} has no SQL")
         if name in queries:
             raise SqlNotFound(f"{origin}: query {name!r} is defined twice")
-        queries[name] = Query(name, " ".join(description).strip(), text)
+        queries[name] = Query(name, " ".join(description).strip(), text, fragment)
 
     for line in source.splitlines():
         match = _NAME.match(line)
         if match:
             flush()
-            name, description, body = match.group(1), [], []
+            fragment, name, description, body = match.group(1) == "fragment", match.group(2), [], []
             continue
         if name is None:
             continue
@@ -103,16 +128,53 @@ def parse_queries(source: str, origin: str = "<string>") -> dict[str, Query]:
 @cache
 def queries() -> dict[str, Query]:
     """Every named query of every `.sql` file here; names are unique across files."""
-    merged: dict[str, Query] = {}
+    parsed: list[tuple[str, Query]] = []
+    seen: dict[str, str] = {}
     for path in sorted(SQL_DIR.glob("*.sql")):
         for query in parse_queries(path.read_text(encoding="utf-8"), path.name).values():
-            for expanded in expand_queue_orders(query):
-                if expanded.name in merged:
-                    raise SqlNotFound(
-                        f"{path.name}: query {expanded.name!r} is already defined in another file"
-                    )
-                merged[expanded.name] = expanded
+            if query.name in seen:
+                raise SqlNotFound(f"{path.name}: {query.name!r} is already defined in {seen[query.name]}")
+            seen[query.name] = path.name
+            parsed.append((path.name, query))
+    fragments = {q.name: q.text for _, q in parsed if q.fragment}
+    merged: dict[str, Query] = {}
+    for origin, query in parsed:
+        if query.fragment:
+            continue
+        for expanded in expand_queue_orders(expand_fragments(query, fragments, origin)):
+            if expanded.name in merged:
+                raise SqlNotFound(f"{origin}: query {expanded.name!r} is already defined in another file")
+            merged[expanded.name] = expanded
     return merged
+
+
+def expand_fragments(query: Query, fragments: dict[str, str], origin: str = "<string>") -> Query:
+    """The query with each /*@x*/ replaced by fragment x's text."""
+
+    def text(match: re.Match[str]) -> str:
+        try:
+            return fragments[match.group(1)]
+        except KeyError:
+            raise SqlNotFound(
+                f"{origin}: query {query.name!r} uses unknown fragment {match.group(1)!r}"
+            ) from None
+
+    if not _FRAGMENT_MARK.search(query.text):
+        return query
+    return Query(query.name, query.description, _FRAGMENT_MARK.sub(text, query.text))
+
+
+@cache
+def fragments() -> dict[str, Query]:
+    """Every fragment of every `.sql` file here."""
+    found: dict[str, Query] = {}
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        found.update(
+            (q.name, q)
+            for q in parse_queries(path.read_text(encoding="utf-8"), path.name).values()
+            if q.fragment
+        )
+    return found
 
 
 def expand_queue_orders(query: Query) -> list[Query]:

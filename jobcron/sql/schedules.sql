@@ -67,10 +67,6 @@ ORDER BY (id::text = %(key)s::text) DESC LIMIT 1;
 -- One schedule by id, locked against a daemon firing it while it is being changed.
 SELECT * FROM job_schedules WHERE id = %(id)s::bigint FOR UPDATE;
 
--- name: schedule_db_now
--- The database clock (or the given time), so that every host computes from the same now.
-SELECT coalesce(%(now)s::timestamptz, now()) AS now;
-
 -- name: schedule_list
 -- Every schedule, soonest first, with the status of its latest job.
 SELECT s.*, latest.job_status AS last_job_status
@@ -112,7 +108,7 @@ ORDER BY e.occurrence_at DESC
 LIMIT %(limit)s::int;
 
 -- name: schedules_due
--- Seed 004's "due schedules list": enabled schedules whose next run has come.
+-- The "due schedules" list a scheduling page shows: enabled schedules whose next run has come.
 SELECT id, name, job_type, kind, next_run_at FROM job_schedules
 WHERE enabled AND next_run_at <= coalesce(%(now)s::timestamptz, now())
 ORDER BY next_run_at;

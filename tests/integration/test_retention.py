@@ -10,7 +10,7 @@ import psycopg
 from jobcron import store
 from jobcron.config import Config
 from jobcron.daemon.worker import Worker
-from tests.factories import insert_job
+from tests.factories import insert_job, status_counts
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -43,11 +43,11 @@ def test_auto_start_false_starts_paused(conn: Conn, make_config: Any) -> None:
     insert_job(conn, job_type="noop")
     worker = Worker(config, once=True)
     assert worker.run() == 0
-    assert store.count_by_status(conn) == {"pending": 1}
+    assert status_counts(conn) == {"pending": 1}
     assert store.paused_types(conn) == ["*"]
     conn.execute("DELETE FROM job_pauses")
     assert Worker(make_config(), once=True).run() == 0
-    assert store.count_by_status(conn) == {"completed": 1}
+    assert status_counts(conn) == {"completed": 1}
 
 
 def test_auto_start_false_does_not_repause_a_running_fleet(conn: Conn, make_config: Any) -> None:
@@ -57,7 +57,7 @@ def test_auto_start_false_does_not_repause_a_running_fleet(conn: Conn, make_conf
     insert_job(conn, job_type="noop")
     assert Worker(config, once=True).run() == 0
     assert store.paused_types(conn) == []
-    assert store.count_by_status(conn) == {"completed": 1}
+    assert status_counts(conn) == {"completed": 1}
     # a dead fleet (no heartbeat for long) is a cold start: paused again
     conn.execute("UPDATE job_workers SET last_seen_at = now() - interval '1 hour'")
     Worker(config, once=True).run()

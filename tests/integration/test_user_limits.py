@@ -14,7 +14,7 @@ from jobcron import store
 from jobcron.config import Config
 from jobcron.daemon.worker import Worker
 from jobcron.workflows.base import WorkflowContext
-from tests.factories import insert_job, job
+from tests.factories import insert_job, job, status_counts
 
 Conn = psycopg.Connection[dict[str, Any]]
 SPANS: list[tuple[str, float, float]] = []
@@ -67,7 +67,7 @@ def test_limit_holds_under_eight_daemons_with_skewed_load(conn: Conn, make_confi
             try:
                 while True:
                     if not worker.run_once():
-                        if store.count_by_status(own).get("pending", 0) == 0:
+                        if status_counts(own).get("pending", 0) == 0:
                             return
                         time.sleep(0.001)
             except BaseException as exc:  # surfaced below
@@ -163,17 +163,6 @@ def test_rescue_frees_the_slot(conn: Conn, make_config: Any) -> None:
     )
     claimed = worker.claim()
     assert claimed is not None and claimed.id in (stuck, waiting)
-
-
-def test_per_user_counts(conn: Conn) -> None:
-    insert_job(conn, job_type="noop", user_id="A", status="processing", user_slot=1)
-    insert_job(conn, job_type="noop", user_id="A")
-    insert_job(conn, job_type="noop", user_id="A")
-    insert_job(conn, job_type="noop", user_id="B", status="processing", user_slot=1)
-    rows = store.users_with_pending_jobs(conn)
-    assert rows == [{"user_id": "A", "pending": 2, "running": 1}]
-    active = store.user_active_jobs(conn, "A")
-    assert [r["status"] for r in active] == ["processing", "pending", "pending"]
 
 
 def _parked(conn: Conn, user_id: str | None = None) -> int:

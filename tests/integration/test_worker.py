@@ -16,7 +16,7 @@ from jobcron import store
 from jobcron.config import Config
 from jobcron.daemon.worker import Worker
 from tests import workflows
-from tests.factories import insert_file, insert_job, job
+from tests.factories import insert_file, insert_job, job, status_counts
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -280,7 +280,7 @@ def test_max_jobs_and_once(conn: Conn, config: Config) -> None:
     worker = Worker(config, max_jobs=3, once=True)
     assert worker.run() == 0
     assert worker.jobs_done == 3
-    counts = store.count_by_status(conn)
+    counts = status_counts(conn)
     assert counts == {"completed": 3, "pending": 2}
     assert conn.execute("SELECT count(*) AS n FROM job_workers").fetchone() == {"n": 0}
 

@@ -1,4 +1,4 @@
--- Queries of the operator commands: status, jobs, workers, pauses, health, enqueue.
+-- Queries of the operator commands: status, jobs, workers, pauses, health.
 -- Each one reads through a partial index or a bounded range, so its cost follows the number of
 -- active jobs, not the millions of finished rows a busy system keeps.
 
@@ -6,18 +6,21 @@
 -- One consistent, read-only snapshot for every query of a status report (one now() for all ages).
 SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
 
--- name: ops_clock
--- The database clock (every age is measured against it, never the client's).
-SELECT now() AS now;
-
 -- name: ops_active_counts
--- Pending (due and scheduled later; parked ones included) and processing counts, each through its partial index.
+-- Pending (due and scheduled later; parked ones included) and processing counts, and how long the oldest due pending job has waited, each through its partial index (status, and the metrics' sample).
 SELECT (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND NOT parked)
        + (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND parked) AS pending,
        (SELECT count(*) FROM processing_jobs
         WHERE status = 'pending' AND NOT parked AND scheduled_at > now()) AS pending_scheduled,
        (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND parked) AS pending_parked,
-       (SELECT count(*) FROM processing_jobs WHERE status = 'processing') AS processing;
+       (SELECT count(*) FROM processing_jobs WHERE status = 'processing') AS processing,
+       -- epochs subtracted as numbers: a row due since '-infinity' gives Infinity, not an error
+       (SELECT extract(epoch FROM now())::float8 - extract(epoch FROM min(scheduled_at))::float8
+        FROM (SELECT min(scheduled_at) AS scheduled_at FROM processing_jobs
+              WHERE status = 'pending' AND NOT parked AND scheduled_at <= now()
+              UNION ALL
+              SELECT min(scheduled_at) FROM processing_jobs
+              WHERE status = 'pending' AND parked AND scheduled_at <= now()) AS heads) AS oldest_age_seconds;
 
 -- name: ops_table_estimate
 -- The table's size, its live rows as the statistics collector counts them, and the planner's status frequencies.
@@ -131,10 +134,6 @@ FROM job_schedules
 WHERE enabled AND next_run_at <= now()
 ORDER BY next_run_at
 LIMIT %(limit)s::int;
-
--- name: ops_pauses
--- Paused job types ('*' = all) with when and by whom.
-SELECT job_type, paused_at, paused_by FROM job_pauses ORDER BY job_type;
 
 -- name: ops_stale_count
 -- Running jobs whose heartbeat is older than the stale threshold.
@@ -259,6 +258,14 @@ WITH old AS (
 )
 SELECT id, was, old_retry_count, attempts, (SELECT count(*) FROM file_reset) AS files_reset FROM retried;
 
+-- fragment: reset_stale_pick
+-- The running jobs an operator's reset takes (its preview shows the same): heartbeat stale (or any, with include_alive), optionally started before a cutoff.
+status = 'processing'
+  AND (%(include_alive)s::bool
+       OR heartbeat_at < now() - make_interval(secs => %(stale_after_seconds)s::float8))
+  AND (%(older_than_seconds)s::float8 IS NULL
+       OR started_at < now() - make_interval(secs => %(older_than_seconds)s::float8))
+
 -- name: ops_stale_jobs
 -- Running jobs an emergency reset would take: heartbeat stale (or any, when include_alive), optionally started before a cutoff.
 SELECT id, job_type, user_id, locked_by AS worker, started_at, heartbeat_at, retry_count, max_retries,
@@ -269,11 +276,7 @@ SELECT id, job_type, user_id, locked_by AS worker, started_at, heartbeat_at, ret
            AS heartbeat_age_seconds,
        heartbeat_at >= now() - make_interval(secs => %(stale_after_seconds)s::float8) AS alive
 FROM processing_jobs
-WHERE status = 'processing'
-  AND (%(include_alive)s::bool
-       OR heartbeat_at < now() - make_interval(secs => %(stale_after_seconds)s::float8))
-  AND (%(older_than_seconds)s::float8 IS NULL
-       OR started_at < now() - make_interval(secs => %(older_than_seconds)s::float8))
+WHERE /*@reset_stale_pick*/
 ORDER BY started_at;
 
 -- name: ops_reset_stale
@@ -283,25 +286,16 @@ WITH picked AS (
     SELECT id, locked_by, heartbeat_at, retry_count, max_retries, cancel_requested,
            heartbeat_at >= now() - make_interval(secs => %(stale_after_seconds)s::float8) AS alive
     FROM processing_jobs
-    WHERE status = 'processing'
-      AND (%(include_alive)s::bool
-           OR heartbeat_at < now() - make_interval(secs => %(stale_after_seconds)s::float8))
-      AND (%(older_than_seconds)s::float8 IS NULL
-           OR started_at < now() - make_interval(secs => %(older_than_seconds)s::float8))
+    WHERE /*@reset_stale_pick*/
     FOR UPDATE SKIP LOCKED
 ), decided AS (
-    SELECT p.*,
-           p.cancel_requested OR NOT %(retry_failed_jobs)s::bool
-               OR p.retry_count >= coalesce(p.max_retries, %(default_max_retries)s::int) AS give_up
-    FROM picked p
+    SELECT s.*, /*@rescue_give_up*/ AS give_up
+    FROM picked s
 )
 UPDATE processing_jobs j
-SET status = CASE WHEN d.give_up AND d.cancel_requested THEN 'cancelled'
-                  WHEN d.give_up THEN 'failed' ELSE 'pending' END,
-    completed_at = CASE WHEN d.give_up THEN now() ELSE NULL END,
-    retry_count = j.retry_count + CASE WHEN d.give_up THEN 0 ELSE 1 END,
-    scheduled_at = CASE WHEN d.give_up THEN j.scheduled_at ELSE now() END,
-    error_message = CASE WHEN d.alive
+-- (now is NULL: the reset's time is the transaction's)
+SET /*@rescue_outcome*/,
+        error_message = CASE WHEN d.alive
                          THEN 'reset by ' || %(by)s::text || ' while ' || j.locked_by || ' still heartbeated'
                          ELSE 'reset by ' || %(by)s::text || ': no heartbeat from ' || j.locked_by
                               || ' since ' || j.heartbeat_at::text END,
@@ -312,11 +306,7 @@ SET status = CASE WHEN d.give_up AND d.cancel_requested THEN 'cancelled'
                         ELSE 'reset: no heartbeat since ' || j.heartbeat_at::text END,
         'worker', j.locked_by,
         'by', %(by)s::text,
-        'at', now())),
-    heartbeat_at = NULL,
-    lease_token = NULL,
-    user_slot = NULL,
-    updated_at = now()
+        'at', now()))
 FROM decided d
 WHERE j.id = d.id
 RETURNING j.id, j.job_type, j.status, d.locked_by AS worker, d.alive;
@@ -327,18 +317,6 @@ SELECT count(*) AS n
 FROM processing_jobs
 WHERE status = ANY (%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
   AND completed_at < now() - make_interval(secs => %(older_than_seconds)s::float8);
-
--- name: ops_purge_batch
--- Delete one batch of finished jobs older than the cutoff (insights keep their rows: job_id becomes NULL).
-WITH victims AS (
-    SELECT id FROM processing_jobs
-    WHERE status = ANY (%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
-      AND completed_at < now() - make_interval(secs => %(older_than_seconds)s::float8)
-    ORDER BY completed_at
-    LIMIT %(batch)s::int
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM processing_jobs j USING victims v WHERE j.id = v.id;
 
 -- name: ops_pause
 -- Pause claiming of a job type ('*' = all) on every daemon; the table's trigger tells them at once.
@@ -354,84 +332,6 @@ DELETE FROM job_pauses WHERE job_type = ANY (%(job_types)s::text[]) RETURNING jo
 -- Lift every pause.
 DELETE FROM job_pauses RETURNING job_type;
 
--- name: ops_enqueue_one
--- Enqueue one job; with a dedup_key already pending or running, return that job instead.
-WITH inserted AS (
-    INSERT INTO processing_jobs (job_type, file_id, user_id, business_description, metadata, priority,
-                                 scheduled_at, max_retries, timeout_seconds, dedup_key)
-    VALUES (%(job_type)s, %(file_id)s, %(user_id)s, %(business_description)s,
-            coalesce(%(metadata)s::jsonb, '{}'::jsonb), coalesce(%(priority)s::int, 0),
-            coalesce(%(scheduled_at)s::timestamptz, now()), %(max_retries)s, %(timeout_seconds)s,
-            %(dedup_key)s)
-    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING
-    RETURNING id
-)
-SELECT id, true AS created FROM inserted
-UNION ALL
-SELECT id, false AS created FROM processing_jobs
-WHERE %(dedup_key)s::text IS NOT NULL AND dedup_key = %(dedup_key)s::text
-  AND status IN ('pending', 'processing') AND NOT EXISTS (SELECT 1 FROM inserted)
-LIMIT 1;
-
--- name: ops_enqueue_stage_create
--- A private staging table for one bulk enqueue (COPY lands here, then one INSERT ... SELECT).
-CREATE TEMP TABLE jobcron_enqueue_stage (
-    n                    bigint,
-    id                   uuid,
-    file_path            text,
-    original_name        text,
-    size_bytes           bigint,
-    job_type             text,
-    user_id              text,
-    metadata             jsonb,
-    priority             integer,
-    scheduled_at         timestamptz,
-    max_retries          integer,
-    timeout_seconds      integer,
-    dedup_key            text,
-    file_id              uuid,
-    business_description text
-) ON COMMIT DROP;
-
--- name: ops_enqueue_stage_drop
--- Drop the staging table (the caller's transaction may enqueue again before it commits).
-DROP TABLE IF EXISTS jobcron_enqueue_stage;
-
--- name: ops_enqueue_direct_copy
--- Stream validated jobs straight into the queue (the fast path: no dedup_key, no file to register).
-COPY processing_jobs (id, job_type, user_id, metadata, priority, scheduled_at, max_retries,
-                      timeout_seconds, dedup_key, file_id, business_description) FROM STDIN;
-
--- name: ops_enqueue_stage_copy
--- Stream validated rows into the staging table (n keeps the input order).
-COPY jobcron_enqueue_stage (n, id, job_type, user_id, metadata, priority, scheduled_at, max_retries,
-                            timeout_seconds, dedup_key, file_id, business_description, file_path,
-                            original_name, size_bytes) FROM STDIN;
-
--- name: ops_enqueue_stage_files
--- Register the files rows of staged jobs that named a file path (before the jobs: they reference them).
-INSERT INTO files (id, file_path, original_name, user_id, size_bytes)
-SELECT file_id, file_path, original_name, user_id, size_bytes
-FROM jobcron_enqueue_stage
-WHERE file_path IS NOT NULL;
-
--- name: ops_enqueue_from_stage
--- Move staged rows into the queue in input order; a dedup_key already pending or running (or repeated in the batch) is skipped.
-INSERT INTO processing_jobs (id, job_type, user_id, metadata, priority, scheduled_at, max_retries,
-                             timeout_seconds, dedup_key, file_id, business_description)
-SELECT id, job_type, user_id, metadata, priority, scheduled_at, max_retries, timeout_seconds, dedup_key,
-       file_id, business_description
-FROM jobcron_enqueue_stage
-ORDER BY n
-ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING;
-
--- name: ops_enqueue_orphan_files
--- Remove files rows registered for staged jobs that a dedup_key skipped.
-DELETE FROM files f
-USING jobcron_enqueue_stage s
-WHERE f.id = s.file_id AND s.file_path IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM processing_jobs j WHERE j.file_id = f.id);
-
 -- name: ops_job_insights
 -- The insights a job produced (business results; they outlive the job's pruning).
 SELECT id, insight_type, confidence_score, created_at
@@ -439,17 +339,3 @@ FROM insights WHERE job_id = %(id)s::uuid
 ORDER BY created_at, id
 LIMIT %(limit)s::int;
 
--- name: ops_queue_sample
--- Queue depth and how long the oldest due pending job has waited (metrics; partial indexes only).
-SELECT (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND NOT parked)
-       + (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND parked) AS pending,
-       (SELECT count(*) FROM processing_jobs
-        WHERE status = 'pending' AND NOT parked AND scheduled_at > now()) AS pending_scheduled,
-       (SELECT count(*) FROM processing_jobs WHERE status = 'processing') AS processing,
-       -- epochs subtracted as numbers: a row due since '-infinity' gives Infinity, not an error
-       (SELECT extract(epoch FROM now())::float8 - extract(epoch FROM min(scheduled_at))::float8
-        FROM (SELECT min(scheduled_at) AS scheduled_at FROM processing_jobs
-              WHERE status = 'pending' AND NOT parked AND scheduled_at <= now()
-              UNION ALL
-              SELECT min(scheduled_at) FROM processing_jobs
-              WHERE status = 'pending' AND parked AND scheduled_at <= now()) AS heads) AS oldest_age_seconds;

@@ -1,34 +1,6 @@
--- Runtime queries of the daemon and the CLI. Values are always parameters.
--- Time is a parameter where tests need to move it: coalesce(%(now)s::timestamptz, now()).
-
--- name: ledger_create
--- Create the migrations ledger if this database has none.
-CREATE TABLE IF NOT EXISTS jobcron_migrations (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    checksum   text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-
--- name: ledger_exists
--- Whether the migrations ledger exists.
-SELECT to_regclass('jobcron_migrations') IS NOT NULL AS present;
-
--- name: ledger_versions
--- Applied migrations, oldest first.
-SELECT version, name, checksum, applied_at FROM jobcron_migrations ORDER BY version;
-
--- name: ledger_record
--- Record one applied migration.
-INSERT INTO jobcron_migrations (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s);
-
--- name: migration_lock
--- Serialise migrators: one advisory lock per database, held for the session.
-SELECT pg_advisory_lock(4242001);
-
--- name: migration_unlock
--- Release the migrators' advisory lock.
-SELECT pg_advisory_unlock(4242001);
+-- The daemon's job cycle: claim, record, heartbeat, release, rescue, wake-ups and retention.
+-- Values are always parameters. Time is a parameter where tests need to move it:
+-- coalesce(%(now)s::timestamptz, now()).
 
 -- name: claim_job
 -- Claim the first due pending job in queue order that may run now (type not paused, user below the limit); park the head's blocked jobs when none may.
@@ -289,9 +261,23 @@ WHERE status = 'processing' AND locked_by = %(worker_id)s
   AND NOT (id = ANY (%(keep_ids)s::uuid[]))
 RETURNING id, user_id;
 
--- name: worker_id_lock
--- Hold a worker id for this session: two live daemons under one id would rescue and release each other's jobs.
-SELECT pg_try_advisory_lock(4242004, hashtext(%(worker_id)s::text)) AS held;
+-- fragment: rescue_give_up
+-- Whether a rescued or reset job ends here rather than going back to pending (alias s: its row as locked): cancel requested, retries off, or its retries spent.
+s.cancel_requested OR NOT %(retry_failed_jobs)s::bool
+    OR s.retry_count >= coalesce(s.max_retries, %(default_max_retries)s::int)
+
+-- fragment: rescue_outcome
+-- The SET list a rescue and an operator's reset share (j: the job, d: its decided row with give_up): back to pending charged with a retry, or failed/cancelled; the old worker's lease void.
+status = CASE WHEN d.give_up AND d.cancel_requested THEN 'cancelled'
+              WHEN d.give_up THEN 'failed' ELSE 'pending' END,
+completed_at = CASE WHEN d.give_up THEN coalesce(%(now)s::timestamptz, now()) ELSE NULL END,
+retry_count = j.retry_count + CASE WHEN d.give_up THEN 0 ELSE 1 END,
+scheduled_at = CASE WHEN d.give_up THEN j.scheduled_at ELSE coalesce(%(now)s::timestamptz, now()) END,
+heartbeat_at = NULL,
+-- the lost worker's lease is void: its late write finds nothing that looks like its own
+lease_token = NULL,
+user_slot = NULL,
+updated_at = now()
 
 -- name: rescue_stale_jobs
 -- Jobs whose worker stopped heartbeating, or that ran past the ceiling: back to pending (an attempt) or failed.
@@ -319,17 +305,12 @@ WITH stale AS (
     FOR UPDATE SKIP LOCKED
 ), decided AS (
     SELECT s.*,
-           s.overdue OR s.cancel_requested OR NOT %(retry_failed_jobs)s::bool
-               OR s.retry_count >= coalesce(s.max_retries, %(default_max_retries)s::int) AS give_up
+           s.overdue OR /*@rescue_give_up*/ AS give_up
     FROM stale s
 )
 UPDATE processing_jobs j
-SET status = CASE WHEN d.give_up AND d.cancel_requested THEN 'cancelled'
-                  WHEN d.give_up THEN 'failed' ELSE 'pending' END,
-    completed_at = CASE WHEN d.give_up THEN coalesce(%(now)s::timestamptz, now()) ELSE NULL END,
-    retry_count = j.retry_count + CASE WHEN d.give_up THEN 0 ELSE 1 END,
-    scheduled_at = CASE WHEN d.give_up THEN j.scheduled_at ELSE coalesce(%(now)s::timestamptz, now()) END,
-    error_message = CASE WHEN d.overdue
+SET /*@rescue_outcome*/,
+        error_message = CASE WHEN d.overdue
                          THEN 'exceeded max_processing_time (' || %(max_processing_seconds)s::text || ' s) on worker ' || j.locked_by
                          ELSE 'worker lost: no heartbeat from ' || j.locked_by || ' since ' || j.heartbeat_at::text END,
     errors = j.errors || jsonb_build_array(jsonb_build_object(
@@ -340,65 +321,10 @@ SET status = CASE WHEN d.give_up AND d.cancel_requested THEN 'cancelled'
                         ELSE 'worker lost: no heartbeat since ' || j.heartbeat_at::text END,
         'worker', j.locked_by,
         'rescued_by', %(worker_id)s::text,
-        'at', coalesce(%(now)s::timestamptz, now()))),
-    heartbeat_at = NULL,
-    -- the lost worker's lease is void: its late write finds nothing that looks like its own
-    lease_token = NULL,
-    user_slot = NULL,
-    updated_at = now()
+        'at', coalesce(%(now)s::timestamptz, now())))
 FROM decided d
 WHERE j.id = d.id
 RETURNING j.id, j.status, d.locked_by, d.overdue, j.user_id;
-
--- name: worker_register
--- Announce this daemon in job_workers.
-INSERT INTO job_workers (id, host, pid, state, version)
-VALUES (%(id)s, %(host)s, %(pid)s, %(state)s, %(version)s)
-ON CONFLICT (id) DO UPDATE
-SET host = EXCLUDED.host, pid = EXCLUDED.pid, state = EXCLUDED.state, version = EXCLUDED.version,
-    started_at = now(), last_seen_at = now(), current_job_id = NULL;
-
--- name: worker_heartbeat
--- Refresh this daemon's row: last seen, state, current job.
-UPDATE job_workers SET last_seen_at = now(), state = %(state)s, current_job_id = %(current_job_id)s
-WHERE id = %(id)s;
-
--- name: worker_unregister
--- Remove this daemon's row on a clean exit.
-DELETE FROM job_workers WHERE id = %(id)s;
-
--- name: paused_types
--- Job types whose claiming is paused ('*' pauses all).
-SELECT job_type FROM job_pauses ORDER BY job_type;
-
--- name: insert_job
--- Enqueue one job; a duplicate dedup_key of a job still to run returns nothing.
-INSERT INTO processing_jobs (job_type, file_id, user_id, business_description, metadata, priority,
-                             scheduled_at, max_retries, timeout_seconds, dedup_key, schedule_id)
-VALUES (%(job_type)s, %(file_id)s, %(user_id)s, %(business_description)s,
-        coalesce(%(metadata)s::jsonb, '{}'::jsonb), coalesce(%(priority)s, 0),
-        coalesce(%(scheduled_at)s::timestamptz, now()), %(max_retries)s, %(timeout_seconds)s,
-        %(dedup_key)s, %(schedule_id)s)
-ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING
-RETURNING id;
-
--- name: insert_file
--- Register a file row for a job to read.
-INSERT INTO files (file_path, original_name, user_id, size_bytes)
-VALUES (%(file_path)s, %(original_name)s, %(user_id)s, %(size_bytes)s)
-RETURNING id;
-
--- name: get_job
--- Everything about one job.
-SELECT id, file_id, job_type, business_description, status, metadata, retry_count, max_retries,
-       attempts, created_at, started_at, completed_at, updated_at, error_message, user_id, priority,
-       scheduled_at, locked_by, locked_at, heartbeat_at, timeout_seconds, cancel_requested, result,
-       errors, dedup_key, schedule_id
-FROM processing_jobs WHERE id = %(id)s;
-
--- name: count_by_status
--- How many jobs are in each status.
-SELECT status, count(*) AS n FROM processing_jobs GROUP BY status;
 
 -- name: next_due_in
 -- Seconds until the earliest pending job scheduled in the future becomes due (NULL if none).
@@ -412,48 +338,22 @@ FROM processing_jobs WHERE status = 'pending' AND NOT parked AND scheduled_at > 
 -- Wake every listening daemon (jobs became claimable without an INSERT, e.g. rescued).
 SELECT pg_notify('jobcron_jobs', %(reason)s::text);
 
--- name: user_active_jobs
--- A user's running and pending jobs (seed 000's get_user_active_jobs).
-SELECT id, job_type, status, priority, scheduled_at, started_at, locked_by
-FROM processing_jobs
-WHERE user_id = %(user_id)s::text AND status IN ('pending', 'processing')
-ORDER BY status DESC, scheduled_at, seq
-LIMIT %(limit)s::int;
-
--- name: users_with_pending_jobs
--- Users with pending jobs and how many run now (seed 000's get_all_users_with_pending_jobs).
-SELECT user_id,
-       count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE status = 'processing') AS running
-FROM processing_jobs
-WHERE user_id IS NOT NULL AND status IN ('pending', 'processing')
-GROUP BY user_id
-HAVING count(*) FILTER (WHERE status = 'pending') > 0
-ORDER BY pending DESC, user_id
-LIMIT %(limit)s::int;
+-- name: db_now
+-- The database clock (or the given time): every age, schedule and run-at is measured against it, never a host's clock.
+SELECT coalesce(%(now)s::timestamptz, now()) AS now
 
 -- name: prune_finished_jobs
--- Delete one batch of finished jobs older than the retention; one daemon at a time (advisory lock). Insights keep their rows.
+-- Delete one batch of finished jobs of the given statuses older than the cutoff (retention and the operator's purge). exclusive: one daemon at a time (advisory lock; the others delete nothing). Insights keep their rows (job_id becomes NULL).
 WITH lock AS (
-    SELECT pg_try_advisory_xact_lock(4242002) AS got
+    SELECT CASE WHEN %(exclusive)s::bool THEN pg_try_advisory_xact_lock(4242002) ELSE true END AS got
 ), victims AS (
     SELECT id FROM processing_jobs
-    WHERE status IN ('completed', 'failed', 'cancelled')
-      AND completed_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(keep_seconds)s::float8)
+    WHERE status = ANY (%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
+      AND completed_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(older_than_seconds)s::float8)
       AND (SELECT got FROM lock)
     ORDER BY completed_at
     LIMIT %(batch)s::int
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM processing_jobs j USING victims v WHERE j.id = v.id
-RETURNING j.id;
 
--- name: pause_all_if_absent
--- auto_start_processing false: a cold start (no other daemon alive) pauses claiming until `job_cron resume`; a daemon restarting into a running fleet leaves it be.
-INSERT INTO job_pauses (job_type, paused_by)
-SELECT '*', %(worker_id)s::text
-WHERE NOT EXISTS (SELECT 1 FROM job_workers w
-                  WHERE w.id <> %(worker_id)s::text
-                    AND w.last_seen_at >= now() - make_interval(secs => %(alive_within_seconds)s::float8))
-ON CONFLICT (job_type) DO NOTHING
-RETURNING job_type;
