@@ -133,7 +133,8 @@ WITH lock AS (
       AND CASE WHEN q.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false
                WHEN q.user_id IS NULL OR %(user_limit)s::int IS NULL THEN true
                -- the user's running jobs and its jobs ahead of this one (parked or not, of a type not paused)
-               -- below the limit
+               -- below the limit; the two counts of jobs ahead differ only in `parked`, so that each
+               -- probes its own partial index (one count over both would find no index to probe)
                ELSE (SELECT count(*) FROM processing_jobs r
                      WHERE r.status = 'processing' AND r.user_id = q.user_id)
                     + (SELECT count(*) FROM (SELECT 1 FROM processing_jobs a
