@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from jobcron import store
-from jobcron.db import translate
+from jobcron.store.translate import translate
 from jobcron.errors import DuplicateKey, DuplicateName, RowRefused, SlotTaken, StoreError, UnknownReference
 from tests.factories import insert_job
 
