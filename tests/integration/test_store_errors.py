@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from jobcron import store
-from jobcron.store.translate import translate
 from jobcron.errors import DuplicateKey, DuplicateName, RowRefused, SlotTaken, StoreError, UnknownReference
+from jobcron.store.translate import translate
 from tests.factories import insert_job
 
 Conn = psycopg.Connection[dict[str, Any]]
