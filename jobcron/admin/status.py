@@ -1,4 +1,5 @@
-"""What the operator sees: queue status, workers and health, as plain JSON-ready dicts (no SQL here).
+"""What the operator sees: queue status, workers and health, as plain JSON-ready dicts (the SQL is the
+store's named queries; this module picks them and shapes their rows).
 
 Counts of pending and running jobs are exact (partial indexes keep them cheap). Counting finished
 jobs needs a full scan, so on a large table (more than EXACT_COUNT_MAX_BYTES) the totals per finished

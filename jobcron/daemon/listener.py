@@ -38,7 +38,6 @@ class Listener(threading.Thread):
         self.on_cancel = on_cancel
         self.on_control = on_control
         self.halt = threading.Event()
-        self.listening = threading.Event()
 
     def run(self) -> None:
         """Listen until halted, reconnecting with backoff when the server goes away."""
@@ -48,7 +47,6 @@ class Listener(threading.Thread):
                 with connect(self.config, purpose="listen") as conn:
                     for channel in CHANNELS:
                         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                    self.listening.set()
                     backoff = 0.1
                     # anything inserted while we were not listening: look once
                     self.wake.set()
@@ -56,12 +54,10 @@ class Listener(threading.Thread):
                         for note in conn.notifies(timeout=NOTIFIES_TIMEOUT):
                             self._dispatch(note.channel, note.payload)
             except DB_UNAVAILABLE as exc:
-                self.listening.clear()
                 self.log.debug("listen_reconnecting", error=str(exc).strip()[:200])
                 self.halt.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:  # never let the listener die silently: the poll interval still works
-                self.listening.clear()
                 self.log.error("listener_failed", error=repr(exc)[:500])
                 self.halt.wait(1.0)
 
