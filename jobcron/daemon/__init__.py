@@ -45,10 +45,11 @@ def serve(config: Config, options: ServeOptions, reload_config: Callable[[], Con
     )
     if options.metrics_port is not None:
         _serve_metrics(worker, options.metrics_port, options.metrics_addr)
-    signals.install(worker)
+    restore_signals = signals.install(worker)
     try:
         return worker.run()
     finally:
+        restore_signals()
         notifier.close()
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
+
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Stoppable(Protocol):
@@ -14,8 +17,9 @@ class Stoppable(Protocol):
     def request_reload(self) -> None: ...
 
 
-def install(target: Stoppable) -> None:
-    """Route SIGTERM, SIGINT and SIGHUP to the daemon's flags."""
+def install(target: Stoppable) -> Callable[[], None]:
+    """Route SIGTERM, SIGINT and SIGHUP to the daemon's flags; returns what puts the previous handlers back."""
+    previous = {sig: signal.getsignal(sig) for sig in HANDLED}
 
     def on_stop(signum: int, _frame: FrameType | None) -> None:
         target.request_stop(signal.Signals(signum).name)
@@ -26,3 +30,9 @@ def install(target: Stoppable) -> None:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

@@ -210,7 +210,7 @@ def run_demo(
     options: DemoOptions,
     out: Out,
     *,
-    install_signals: Callable[[Worker], None] | None = None,
+    install_signals: Callable[[Worker], object] | None = None,
 ) -> int:
     """The whole first run; 0 when every sample job completed (or the daemon was stopped cleanly)."""
     registered = Registry(config.workflows).names()
