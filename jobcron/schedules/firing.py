@@ -132,7 +132,6 @@ def _enqueue(
                 priority=row["priority"],
                 max_retries=row["max_retries"],
                 timeout_seconds=row["timeout_seconds"],
-                schedule_id=row["id"],
             )
             store.schedule_execution_link_job(conn, execution, job_id)
             return FIRED, job_id, None

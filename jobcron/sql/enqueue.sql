@@ -8,13 +8,15 @@ RETURNING id;
 
 -- name: ops_enqueue_one
 -- Enqueue one job (by the application, the CLI or a schedule); with a dedup_key already pending or running, return that job instead (created false).
+-- Only the columns the enqueuer role may insert (deploy/sql/roles.sql): a schedule's job gets its
+-- schedule_id from schedule_execution_link_job.
 WITH inserted AS (
     INSERT INTO processing_jobs (job_type, file_id, user_id, business_description, metadata, priority,
-                                 scheduled_at, max_retries, timeout_seconds, dedup_key, schedule_id)
+                                 scheduled_at, max_retries, timeout_seconds, dedup_key)
     VALUES (%(job_type)s, %(file_id)s, %(user_id)s, %(business_description)s,
             coalesce(%(metadata)s::jsonb, '{}'::jsonb), coalesce(%(priority)s::int, 0),
             coalesce(%(scheduled_at)s::timestamptz, now()), %(max_retries)s, %(timeout_seconds)s,
-            %(dedup_key)s, %(schedule_id)s)
+            %(dedup_key)s)
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing') DO NOTHING
     RETURNING id
 )

@@ -17,7 +17,12 @@ ON CONFLICT (schedule_id, occurrence_at) DO NOTHING
 RETURNING id;
 
 -- name: schedule_execution_link_job
--- Link an execution to the job it enqueued.
+-- Link an execution to the job it enqueued, and the job to its schedule.
+WITH job AS (
+    UPDATE processing_jobs
+    SET schedule_id = (SELECT e.schedule_id FROM schedule_executions e WHERE e.id = %(id)s::bigint)
+    WHERE id = %(job_id)s::uuid
+)
 UPDATE schedule_executions SET job_id = %(job_id)s::uuid WHERE id = %(id)s::bigint;
 
 -- name: schedule_advance

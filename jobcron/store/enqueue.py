@@ -37,7 +37,6 @@ def insert_job(
     max_retries: int | None = None,
     timeout_seconds: int | None = None,
     dedup_key: str | None = None,
-    schedule_id: int | None = None,
 ) -> str | None:
     """Insert one job; None when a job with the same dedup_key is still pending or running."""
     row = _one(
@@ -54,7 +53,6 @@ def insert_job(
             "max_retries": max_retries,
             "timeout_seconds": timeout_seconds,
             "dedup_key": dedup_key,
-            "schedule_id": schedule_id,
         },
     )
     return str(row["id"]) if row and row["created"] else None
@@ -99,7 +97,6 @@ def ops_enqueue_one(conn: psycopg.Connection[Any], fields: dict[str, Any]) -> tu
         params["file_id"] = file_row["id"]
     params.pop("original_name", None)
     params.pop("size_bytes", None)
-    params.setdefault("schedule_id", None)
     row = _one(conn, "ops_enqueue_one", params, lenient_times=True)
     return None if row is None else (str(row["id"]), bool(row["created"]))
 
