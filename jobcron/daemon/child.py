@@ -58,7 +58,7 @@ class ChildSetup:
 # The messages are named tuples: typed, and pickled as cheaply as plain tuples (a dataclass costs a
 # good part of a noop job's round trip).
 class JobMessage(NamedTuple):
-    """One job for the job process to run."""
+    """One job for the job process to run: the fields of its WorkflowContext that cross the pipe."""
 
     job_id: str
     job_type: str
@@ -68,6 +68,13 @@ class JobMessage(NamedTuple):
     metadata: dict[str, Any]
     file: FileInfo | None
     created_at: datetime | None
+
+    @classmethod
+    def of(cls, ctx: WorkflowContext) -> JobMessage:
+        """The message for a job whose context the daemon has built."""
+        fields = {name: getattr(ctx, name) for name in cls._fields}
+        fields["metadata"] = dict(ctx.metadata)  # a plain dict pickles, whatever mapping the context holds
+        return cls(**fields)
 
 
 class ChildAnswer(NamedTuple):
@@ -181,18 +188,8 @@ class _ChildState:
         log = structlog.get_logger().bind(
             job_id=message.job_id, job_type=message.job_type, child_pid=os.getpid()
         )
-        ctx = WorkflowContext(
-            job_id=message.job_id,
-            job_type=message.job_type,
-            attempt=message.attempt,
-            user_id=message.user_id,
-            business_description=message.business_description,
-            metadata=message.metadata,
-            file=message.file,
-            logger=log,
-            settings=self.settings,
-            created_at=message.created_at,
-        )
+        # the message carries the context's own fields, by name
+        ctx = WorkflowContext(**message._asdict(), logger=log, settings=self.settings)
         with self.lock:
             self.ctx = ctx
             self.last_word = time.monotonic()

@@ -177,16 +177,7 @@ class ChildRunner:
         assert child is not None
         send(
             child.jobs,
-            JobMessage(
-                job_id=job.id,
-                job_type=job.job_type,
-                attempt=job.attempts,
-                user_id=job.user_id,
-                business_description=job.business_description,
-                metadata=dict(ctx.metadata),
-                file=ctx.file,
-                created_at=job.created_at,
-            ),
+            JobMessage.of(ctx),
         )
         started = last_ping = time.monotonic()
         cancel_since: float | None = None
