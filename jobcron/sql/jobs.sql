@@ -2,6 +2,16 @@
 -- Values are always parameters. Time is a parameter where tests need to move it:
 -- coalesce(%(now)s::timestamptz, now()).
 
+-- fragment: user_jobs_ahead
+-- The jobs of me's user ahead of it in queue order that hold it back (alias me: the job judged): pending, not parked, due, of a type not paused, at most the limit of them; sorted as the user queue's index is, so that this index is the one read.
+SELECT 1 FROM processing_jobs a
+WHERE a.status = 'pending' AND NOT a.parked
+  AND a.user_id = me.user_id AND a.scheduled_at <= now()
+  AND ROW(/*KEY(a)*/) < ROW(/*KEY(me)*/)
+  AND CASE WHEN a.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN false ELSE true END
+ORDER BY a.user_id, /*KEY(a)*/
+LIMIT %(user_limit)s::int
+
 -- name: claim_job
 -- Claim the first due pending job in queue order that may run now (type not paused, user below the limit); park the head's blocked jobs when none may.
 -- Written once for both queue orders (jobcron/sql expands it): /*ORDER(x)*/ is the order's sort key of
@@ -18,31 +28,22 @@ WITH win AS (
            CASE WHEN w.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp)) THEN 'paused'
                 WHEN w.running IS NULL OR w.running + w.ahead < %(user_limit)s::int THEN 'runnable'
                 ELSE 'blocked' END AS verdict
-    FROM (SELECT h.id, h.user_id, h.job_type, h.priority, h.scheduled_at, h.seq,
+    FROM (SELECT me.id, me.user_id, me.job_type, me.priority, me.scheduled_at, me.seq,
                  -- a limited job may run while its user's running jobs and its user's jobs ahead of it
                  -- in the queue are fewer than the limit: every daemon judging on the same snapshot
                  -- picks among the same first jobs of each user, so racing claims take different jobs
                  -- and different slots instead of colliding on one
-                 CASE WHEN h.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL THEN
+                 CASE WHEN me.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL THEN
                      (SELECT count(*) FROM processing_jobs r
-                      WHERE r.status = 'processing' AND r.user_id = h.user_id)
+                      WHERE r.status = 'processing' AND r.user_id = me.user_id)
                  END AS running,
-                 CASE WHEN h.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL THEN
-                     -- (sorted as the user queue's index is, so that this index is the one read; jobs of
-                     -- a paused type do not hold the user's other jobs back; the jobs ahead are in the
-                     -- window too, so this reads 32 entries at the most)
-                     (SELECT count(*) FROM (SELECT 1 FROM processing_jobs a
-                                            WHERE a.status = 'pending' AND NOT a.parked
-                                              AND a.user_id = h.user_id AND a.scheduled_at <= now()
-                                              AND ROW(/*KEY(a)*/) < ROW(/*KEY(h)*/)
-                                              AND CASE WHEN a.job_type = ANY (ARRAY(SELECT jp.job_type FROM job_pauses jp))
-                                                       THEN false ELSE true END
-                                            ORDER BY a.user_id, /*KEY(a)*/
-                                            LIMIT %(user_limit)s::int) AS x)
+                 CASE WHEN me.user_id IS NOT NULL AND %(user_limit)s::int IS NOT NULL THEN
+                     -- (the jobs ahead are in the window too, so this reads 32 entries at the most)
+                     (SELECT count(*) FROM (/*@user_jobs_ahead*/) AS x)
                  END AS ahead
-          FROM processing_jobs h
-          WHERE h.status = 'pending' AND NOT h.parked AND h.scheduled_at <= now()
-          ORDER BY /*ORDER(h)*/
+          FROM processing_jobs me
+          WHERE me.status = 'pending' AND NOT me.parked AND me.scheduled_at <= now()
+          ORDER BY /*ORDER(me)*/
           LIMIT 32
           FOR UPDATE SKIP LOCKED) AS w
 ), picked AS (
@@ -55,22 +56,26 @@ WITH win AS (
 ), parked AS (
     -- nothing in the window may run: its blocked jobs are parked (out of the claim's indexes) so that
     -- the next claim looks further, and the job that ends a user's run or a pause brings them back
-    -- (triggers). Each reason is confirmed under a share lock first: a running job of that user that
-    -- ends at this instant is either seen ended here, or waits for this statement and then unparks.
+    -- (triggers). Each reason is confirmed under a share lock first: a running job of that user, or a
+    -- job of that user ahead of it, that ends (or is claimed) at this instant is either seen changed
+    -- here (and nothing is parked), or waits for this statement and then unparks. Counting the jobs
+    -- ahead from the snapshot alone parked a job behind one that was claimed and ended meanwhile, and
+    -- no trigger was left to bring it back.
     UPDATE processing_jobs
     SET parked = true
     WHERE id = ANY (ARRAY(
-        SELECT w.id
-        FROM win w
+        SELECT me.id
+        FROM win me
         WHERE NOT EXISTS (SELECT 1 FROM picked)
-          AND w.verdict <> 'runnable'
-          AND CASE WHEN w.verdict = 'paused'
-                   THEN EXISTS (SELECT 1 FROM job_pauses jp WHERE jp.job_type = w.job_type
+          AND me.verdict <> 'runnable'
+          AND CASE WHEN me.verdict = 'paused'
+                   THEN EXISTS (SELECT 1 FROM job_pauses jp WHERE jp.job_type = me.job_type
                                 FOR SHARE SKIP LOCKED)
                    ELSE (SELECT count(*) FROM (SELECT 1 FROM processing_jobs r
-                                               WHERE r.status = 'processing' AND r.user_id = w.user_id
+                                               WHERE r.status = 'processing' AND r.user_id = me.user_id
                                                FOR SHARE SKIP LOCKED) AS held)
-                        + w.ahead >= %(user_limit)s::int
+                        + (SELECT count(*) FROM (/*@user_jobs_ahead*/ FOR SHARE SKIP LOCKED) AS held_ahead)
+                        >= %(user_limit)s::int
               END))
     RETURNING id
 ), slotted AS MATERIALIZED (

@@ -59,13 +59,14 @@ def test_limit_holds_under_eight_daemons_with_skewed_load(conn: Conn, make_confi
     )
     finished_at: dict[str, float] = {}
     errors: list[BaseException] = []
+    stop = threading.Event()
 
     def run(i: int) -> None:
         worker = Worker(config, worker_id=f"w{i}")
         # the test's own connection: the worker's is tuned for its index probes, not for counting
         with psycopg.connect(config.database.url or "", autocommit=True, row_factory=dict_row) as own:
             try:
-                while True:
+                while not stop.is_set():
                     if not worker.run_once():
                         if status_counts(own).get("pending", 0) == 0:
                             return
@@ -76,8 +77,18 @@ def test_limit_holds_under_eight_daemons_with_skewed_load(conn: Conn, make_confi
     threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 90  # inside pytest's timeout: a stall fails with the queue's state
     for t in threads:
-        t.join(180)
+        t.join(max(0.0, deadline - time.monotonic()))
+    stalled = any(t.is_alive() for t in threads)
+    left = conn.execute(
+        "SELECT user_id, status, parked, count(*) AS n FROM processing_jobs "
+        "WHERE status IN ('pending', 'processing') GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    ).fetchall()
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not stalled, f"the daemons stopped making progress with jobs left: {left}"
     assert not errors
     peaks = max_overlap(SPANS)
     assert max(peaks.values()) <= limit, peaks
