@@ -61,3 +61,11 @@ class WorkerIdTaken(JobCronError):
 
 class DatabaseUnavailable(JobCronError):
     """The database stayed unreachable for longer than the command may wait (`run --once`)."""
+
+
+class WaitTimeout(JobCronError, TimeoutError):
+    """`jobcron.wait` gave up: the job did not finish in time. `job` is how it stood last."""
+
+    def __init__(self, message: str, job: object = None) -> None:
+        super().__init__(message)
+        self.job = job
