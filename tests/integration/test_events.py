@@ -217,3 +217,14 @@ def test_a_bulk_update_on_the_daemon_s_planner_settings_stays_fast(dsn: str, lis
 def test_a_missing_id_is_no_event(conn: Conn, listener: Listener) -> None:
     conn.execute("UPDATE processing_jobs SET status = 'completed' WHERE id = %s", (str(uuid.uuid4()),))
     assert listener.payloads() == []
+
+
+def test_a_few_large_events_are_split_too(conn: Conn, listener: Listener) -> None:
+    # 60 jobs (the short way, 64 rows at most) of about 700 bytes each: 42,000 bytes of events
+    conn.execute(
+        "INSERT INTO processing_jobs (job_type) SELECT %s FROM generate_series(1, 60)", ("\x02" * 100,)
+    )
+    conn.execute("UPDATE processing_jobs SET status = 'cancelled', completed_at = now()")
+    payloads = listener.payloads()
+    assert len(payloads) >= 6 and all(len(p.encode()) < 8000 for p in payloads)
+    assert len({e["id"] for p in payloads for e in json.loads(p)["events"]}) == 60
