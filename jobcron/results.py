@@ -124,26 +124,80 @@ def wait(
 
     timeout None waits for good. A pending job, including one sent back for a retry, is not finished.
     JobNotFound: no such job, or it is not committed yet (commit the enqueue before waiting).
+    Opens (and closes) a connection of its own per call; `Waiter` keeps one for many waits.
     """
-    job_id = _job_id(job_id)
-    if poll_seconds <= 0:
-        raise InvalidInput(f"poll_seconds: must be positive, got {poll_seconds}")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with psycopg.connect(listener_conninfo(conn), autocommit=True) as own:
+    with Waiter(conn) as waiter:
+        return waiter.wait(job_id, timeout=timeout, poll_seconds=poll_seconds, insights=insights)
+
+
+class Waiter:
+    """One listening connection, built from the caller's, for waiting on many jobs one after another.
+
+    `with jobcron.results.Waiter(conn) as w: w.wait(a, timeout=5); w.wait(b, timeout=5)` saves the
+    connection set-up of each `jobcron.wait`. It LISTENs only while a wait runs: a connection that
+    listened and went unread would hold back PostgreSQL's notification queue for every session.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._caller = conn
+        self._conninfo = listener_conninfo(conn)
+        self._own: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> Waiter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the listening connection."""
+        if self._own is not None:
+            self._own.close()
+            self._own = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._own is not None and self._own.broken:
+            self.close()  # a server restart since the last wait: connect again
+        if self._own is None:
+            self._own = psycopg.connect(self._conninfo, autocommit=True)
+        return self._own
+
+    def wait(
+        self,
+        job_id: Any,
+        *,
+        timeout: float | None,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        insights: bool = False,
+    ) -> Job:
+        """As `jobcron.wait`, on this waiter's connection."""
+        job_id = _job_id(job_id)
+        if poll_seconds <= 0:
+            raise InvalidInput(f"poll_seconds: must be positive, got {poll_seconds}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        own = self._connection()
         own.execute("LISTEN jobcron_events")
-        # read after LISTEN: an ending committed from here on is notified, one before it is seen here
-        job = _read(own, job_id, insights)
-        if job is None:
-            raise _not_found(conn, job_id)
-        while not job.finished:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise WaitTimeout(f"job {job_id} not finished within {timeout} s (status {job.status})", job)
-            _until_mentioned(own, job_id, poll_seconds if left is None else min(left, poll_seconds))
+        try:
+            # read after LISTEN: an ending committed from here on is notified, one before it is seen here
             job = _read(own, job_id, insights)
             if job is None:
-                raise JobNotFound(f"job {job_id} was deleted while waiting for it")
-    return job
+                raise _not_found(self._caller, job_id)
+            while not job.finished:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise WaitTimeout(
+                        f"job {job_id} not finished within {timeout} s (status {job.status})", job
+                    )
+                _until_mentioned(own, job_id, poll_seconds if left is None else min(left, poll_seconds))
+                job = _read(own, job_id, insights)
+                if job is None:
+                    raise JobNotFound(f"job {job_id} was deleted while waiting for it")
+            return job
+        finally:
+            if not own.broken:
+                own.execute("UNLISTEN jobcron_events")
+                for _ in own.notifies(timeout=0):
+                    pass  # what arrived meanwhile is stale for the next wait
 
 
 def _until_mentioned(own: psycopg.Connection[Any], job_id: str, seconds: float) -> None:
@@ -178,4 +232,4 @@ def _not_found(conn: psycopg.Connection[Any], job_id: str) -> JobCronError:
     return JobNotFound(f"no job with id {job_id}")
 
 
-__all__ = ["CHANNEL", "Job", "get_job", "mentions", "wait"]
+__all__ = ["CHANNEL", "Job", "Waiter", "get_job", "mentions", "wait"]

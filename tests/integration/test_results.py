@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 import jobcron
 from jobcron.errors import InvalidInput, JobNotFound, WaitTimeout
-from jobcron.results import listener_conninfo
+from jobcron.results import Waiter, listener_conninfo
 from tests.factories import insert_job
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -148,3 +148,18 @@ def test_wait_connects_as_the_caller_s_role_with_its_password(conn: Conn, dsn: s
     finally:
         conn.execute(f"DROP OWNED BY {role}")
         conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_waiter_keeps_one_connection_and_listens_only_while_waiting(conn: Conn, dsn: str) -> None:
+    first = insert_job(conn, job_type="noop")
+    second = insert_job(conn, job_type="noop")
+    with Waiter(conn) as waiter:
+        for job_id in (first, second):
+            with later(dsn, 0.3, COMPLETE, (Jsonb(1), job_id)):
+                assert waiter.wait(job_id, timeout=10, poll_seconds=30).status == "completed"
+        rows = conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'jobcron:wait'"
+        ).fetchone()
+        assert rows is not None and rows["n"] == 1
+        own = waiter._connection()
+        assert own.execute("SELECT count(*) FROM pg_listening_channels()").fetchone() == (0,)
