@@ -228,3 +228,19 @@ def test_a_few_large_events_are_split_too(conn: Conn, listener: Listener) -> Non
     payloads = listener.payloads()
     assert len(payloads) >= 6 and all(len(p.encode()) < 8000 for p in payloads)
     assert len({e["id"] for p in payloads for e in json.loads(p)["events"]}) == 60
+
+
+def test_a_rolled_back_savepoint_sends_only_what_was_kept(conn: Conn, dsn: str, listener: Listener) -> None:
+    kept = insert_job(conn, job_type="noop")
+    undone = insert_job(conn, job_type="noop")
+    finish = "UPDATE processing_jobs SET status = 'completed', completed_at = now() WHERE id = %s"
+    with psycopg.connect(dsn) as other:
+        other.execute(finish, (kept,))
+        other.execute("SAVEPOINT s")
+        other.execute(finish, (undone,))
+        other.execute("ROLLBACK TO SAVEPOINT s")
+        # a statement that fails half-way: nothing of it is sent
+        with pytest.raises(psycopg.errors.CheckViolation), other.transaction():
+            other.execute("UPDATE processing_jobs SET status = 'failed' WHERE id IN (%s, %s)", (kept, undone))
+        other.commit()
+    assert [e["id"] for e in listener.events()] == [kept]

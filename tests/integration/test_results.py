@@ -113,6 +113,7 @@ def test_wait_is_not_fooled_by_a_retry_and_other_jobs_events(conn: Conn, dsn: st
 
 
 def test_the_poll_finds_a_job_whose_notification_never_came(conn: Conn, dsn: str) -> None:
+    conn.execute("ALTER TABLE processing_jobs DISABLE TRIGGER processing_jobs_collect_events")
     conn.execute("ALTER TABLE processing_jobs DISABLE TRIGGER processing_jobs_notify_events")
     job_id = insert_job(conn, job_type="noop")
     with later(dsn, 0.3, COMPLETE, (Jsonb(1), job_id)):
