@@ -244,3 +244,18 @@ def test_a_rolled_back_savepoint_sends_only_what_was_kept(conn: Conn, dsn: str, 
             other.execute("UPDATE processing_jobs SET status = 'failed' WHERE id IN (%s, %s)", (kept, undone))
         other.commit()
     assert [e["id"] for e in listener.events()] == [kept]
+
+
+def test_a_database_can_turn_the_events_off(conn: Conn, dsn: str, listener: Listener) -> None:
+    job_id = insert_job(conn, job_type="noop")
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    conn.execute(f'ALTER DATABASE "{name}" SET jobcron.send_events = off')
+    with psycopg.connect(dsn, autocommit=True) as quiet:
+        quiet.execute(
+            "UPDATE processing_jobs SET status = 'cancelled', completed_at = now() WHERE id = %s", (job_id,)
+        )
+        quiet.execute("SET jobcron.send_events = on")  # and a session can turn them back on
+        quiet.execute(
+            "UPDATE processing_jobs SET status = 'pending', completed_at = NULL WHERE id = %s", (job_id,)
+        )
+    assert [e["status"] for e in listener.events()] == ["pending"]

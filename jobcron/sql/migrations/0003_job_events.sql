@@ -70,23 +70,27 @@ BEGIN
     IF seen = 0 THEN
         RETURN NULL;
     END IF;
-    IF seen > 500 THEN
-        FOREACH status IN ARRAY ARRAY['pending', 'completed', 'failed', 'cancelled'] LOOP
-            IF coalesce(nullif(current_setting('jobcron.events_' || status, true), ''), '0') <> '0' THEN
-                statuses := statuses || jsonb_build_object(status, current_setting('jobcron.events_' || status)::integer);
-            END IF;
-        END LOOP;
-        PERFORM pg_notify('jobcron_events',
-                          jsonb_build_object('overflow', true, 'count', seen, 'statuses', statuses)::text);
-    ELSE
-        FOREACH event IN ARRAY string_to_array(rtrim(current_setting('jobcron.events'), E'\n'), E'\n') LOOP
-            IF body <> '' AND octet_length(body) + octet_length(event) > 7900 THEN
-                PERFORM pg_notify('jobcron_events', '{"events":[' || body || ']}');
-                body := '';
-            END IF;
-            body := CASE WHEN body = '' THEN event ELSE body || ',' || event END;
-        END LOOP;
-        PERFORM pg_notify('jobcron_events', '{"events":[' || body || ']}');
+    -- a database, role or session that wants no events (ALTER DATABASE ... SET jobcron.send_events = off)
+    -- skips the NOTIFY, which is what a record pays for them
+    IF coalesce(current_setting('jobcron.send_events', true), '') NOT IN ('off', 'false') THEN
+        IF seen > 500 THEN
+            FOREACH status IN ARRAY ARRAY['pending', 'completed', 'failed', 'cancelled'] LOOP
+                IF coalesce(nullif(current_setting('jobcron.events_' || status, true), ''), '0') <> '0' THEN
+                    statuses := statuses || jsonb_build_object(status, current_setting('jobcron.events_' || status)::integer);
+                END IF;
+            END LOOP;
+            PERFORM pg_notify('jobcron_events',
+                              jsonb_build_object('overflow', true, 'count', seen, 'statuses', statuses)::text);
+        ELSE
+            FOREACH event IN ARRAY string_to_array(rtrim(current_setting('jobcron.events'), E'\n'), E'\n') LOOP
+                IF body <> '' AND octet_length(body) + octet_length(event) > 7900 THEN
+                    PERFORM pg_notify('jobcron_events', '{"events":[' || body || ']}');
+                    body := '';
+                END IF;
+                body := CASE WHEN body = '' THEN event ELSE body || ',' || event END;
+            END LOOP;
+            PERFORM pg_notify('jobcron_events', '{"events":[' || body || ']}');
+        END IF;
     END IF;
     PERFORM set_config('jobcron.events', '', true), set_config('jobcron.events_seen', '0', true),
             set_config('jobcron.events_pending', '0', true), set_config('jobcron.events_completed', '0', true),
