@@ -7,12 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+from bench.events import run_events
 from bench.extra import run_analysis, run_ops
 from bench.harness import RESULTS, Run, Server
 from bench.users import run_users
 from bench.workloads import FULL, QUICK, WORKLOADS
 
-WORKLOADS = {**WORKLOADS, "users": run_users, "ops": run_ops, "analysis": run_analysis}
+WORKLOADS = {**WORKLOADS, "users": run_users, "ops": run_ops, "analysis": run_analysis, "events": run_events}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -143,3 +143,11 @@ class UnknownReference(StoreError):
 
 class RowRefused(StoreError):
     """A value a CHECK constraint refuses (a priority out of range, a template the schema rejects)."""
+
+
+class WaitTimeout(JobCronError, TimeoutError):
+    """`jobcron.wait` gave up: the job did not finish in time. `job` is how it stood last."""
+
+    def __init__(self, message: str, job: object = None) -> None:
+        super().__init__(message)
+        self.job = job

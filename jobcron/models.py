@@ -18,6 +18,10 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+# nothing changes a job in these any more (a pending retry is not one of them)
+FINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     """A job this worker holds the lease of."""

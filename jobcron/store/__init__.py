@@ -87,5 +87,6 @@ from jobcron.store.demo import *  # noqa: E402, F403
 from jobcron.store.enqueue import *  # noqa: E402, F403
 from jobcron.store.jobs import *  # noqa: E402, F403
 from jobcron.store.ledger import *  # noqa: E402, F403
+from jobcron.store.results import *  # noqa: E402, F403
 from jobcron.store.schedules import *  # noqa: E402, F403
 from jobcron.store.workers import *  # noqa: E402, F403
