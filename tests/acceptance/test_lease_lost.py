@@ -61,7 +61,9 @@ def test_a_blind_reset_terminates_the_first_run_at_once(
         daemon={"heartbeat_interval_seconds": HEARTBEAT, "cancel_grace_seconds": 30, "interval_seconds": 0.1},
         job_processing={"execution_mode": "process"},
     )
-    first = Daemon(dsn, config, "--worker-id", "first")
+    # one job only: once its run is cut short, the reset job must be the second daemon's to take
+    # (the first would otherwise race it for the job it just lost)
+    first = Daemon(dsn, config, "--worker-id", "first", "--max-jobs", "1")
     daemons.append(first)
     first.wait_event("worker_started", timeout=30)
     job_id = insert_job(conn, job_type="slow", metadata={"seconds": 4, "log": str(log)})
