@@ -28,6 +28,13 @@ if ! command -v shellcheck >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-ge
         >/dev/null 2>&1 || echo "test.sh: could not install shellcheck; its test will be skipped"
 fi
 
+# the PgBouncer test (tests/acceptance/test_db_refusals.py) runs Debian's pgbouncer; without it, it is skipped
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing pgbouncer"
+    { apt-get install -y -qq pgbouncer || { apt-get update -qq && apt-get install -y -qq pgbouncer; }; } \
+        >/dev/null 2>&1 || echo "test.sh: could not install pgbouncer; its test will be skipped"
+fi
+
 # the live-systemd test (tests/acceptance/test_systemd_live.py) boots the units under a private systemd
 # (Debian's package; nothing starts on the host itself); without it, or without namespaces, it is skipped
 if [ ! -x /lib/systemd/systemd ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
