@@ -26,6 +26,15 @@ def write_config(path: Path, **sections: dict[str, Any]) -> Path:
     return path
 
 
+# daemon timers for tests that wait for heartbeats, rescues and worker rows: seconds, not minutes
+FAST = {
+    "heartbeat_interval_seconds": 0.2,
+    "stale_after_seconds": 1.5,
+    "rescue_interval_seconds": 0.3,
+    "worker_heartbeat_seconds": 0.5,
+}
+
+
 class Daemon:
     """A `job_cron run` process whose stderr log lines are collected as they come."""
 

@@ -11,18 +11,11 @@ import psycopg
 import pytest
 
 from tests import workflows
-from tests.acceptance.daemon import Daemon, write_config
+from tests.acceptance.daemon import FAST, Daemon, write_config
 from tests.factories import insert_job, job
 
 pytestmark = pytest.mark.acceptance
 Conn = psycopg.Connection[dict[str, Any]]
-
-FAST = {
-    "heartbeat_interval_seconds": 0.2,
-    "stale_after_seconds": 1.5,
-    "rescue_interval_seconds": 0.3,
-    "worker_heartbeat_seconds": 0.5,
-}
 
 
 def start(

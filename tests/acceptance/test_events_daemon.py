@@ -13,18 +13,11 @@ import pytest
 
 import jobcron
 from tests import workflows
-from tests.acceptance.daemon import Daemon, write_config
+from tests.acceptance.daemon import FAST, Daemon, write_config
 from tests.factories import insert_job
 
 pytestmark = pytest.mark.acceptance
 Conn = psycopg.Connection[dict[str, Any]]
-
-FAST = {
-    "heartbeat_interval_seconds": 0.2,
-    "stale_after_seconds": 1.5,
-    "rescue_interval_seconds": 0.3,
-    "worker_heartbeat_seconds": 0.5,
-}
 
 
 def start(daemons: list[Daemon], dsn: str, tmp_path: Path, name: str, **daemon: Any) -> Daemon:
