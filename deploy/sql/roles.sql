@@ -6,7 +6,8 @@
 -- that holds them, after every migration (a new table needs its grants). It is idempotent: each run
 -- revokes what the two roles had on jobcron's tables and grants exactly the list below again.
 -- Variables (all optional): worker_role (default jobcron_worker), enqueuer_role (default
--- jobcron_enqueuer), schema (default public). A role that does not exist is created NOLOGIN: give it
+-- jobcron_enqueuer), schema (default public), row_security (default off; on: each login role of the
+-- enqueuer role sees only the jobs, files and insights it enqueued, the worker role sees all). A role that does not exist is created NOLOGIN: give it
 -- to login roles with `GRANT jobcron_worker TO daemon_login;` (or ALTER ROLE ... LOGIN PASSWORD ...).
 --
 -- Neither role may create, alter or drop anything: they get no CREATE on the schema, and only the
@@ -25,6 +26,10 @@
 \if :{?schema}
 \else
     \set schema public
+\endif
+\if :{?row_security}
+\else
+    \set row_security off
 \endif
 
 BEGIN;
@@ -61,17 +66,54 @@ GRANT SELECT, INSERT ON job_pauses TO :"worker_role";
 GRANT UPDATE (paused_at) ON job_pauses TO :"worker_role";
 -- LISTEN/NOTIFY, advisory locks and gen_random_uuid() need no grant.
 
--- The enqueuer role: insert jobs and files, read the status of jobs; nothing else.
--- Only the columns an application may set: it cannot insert a job as running, finished or with a result.
+-- The enqueuer role: insert jobs and files, read them back with their results and insights.
+-- Only the columns an application may set: it cannot insert a job as running, finished or with a result,
+-- nor say who enqueued it (enqueued_by defaults to the inserting role). An ORM that names only these
+-- columns and lets the server fill the rest (jobcron.contrib.sqlalchemy, jobcron.contrib.django) works.
 GRANT INSERT (id, job_type, file_id, user_id, business_description, metadata, priority, scheduled_at,
               max_retries, timeout_seconds, dedup_key)
     ON processing_jobs TO :"enqueuer_role";
--- the status of a job, looked up by the id its INSERT ... RETURNING id gave back (dedup_key: to find
--- the job that holds a key); not its metadata, result, error history, user or lease
-GRANT SELECT (id, job_type, status, dedup_key, created_at, scheduled_at, started_at, completed_at,
-              attempts, retry_count, max_retries, error_message)
-    ON processing_jobs TO :"enqueuer_role";
+-- Every column but the lease: an ORM reads back the server's defaults (RETURNING status, attempts, ...)
+-- and a caller its job's status, result and error history. The lease token is what a daemon proves its
+-- ownership of a running job with; nobody else needs it.
+SELECT format('GRANT SELECT (%s) ON processing_jobs TO %I',
+              string_agg(quote_ident(attname), ', ' ORDER BY attnum), :'enqueuer_role')
+FROM pg_attribute
+WHERE attrelid = 'processing_jobs'::regclass AND attnum > 0 AND NOT attisdropped AND attname <> 'lease_token'
+\gexec
 GRANT INSERT (id, file_path, original_name, user_id, size_bytes) ON files TO :"enqueuer_role";
-GRANT SELECT (id) ON files TO :"enqueuer_role";
+GRANT SELECT ON files, insights TO :"enqueuer_role";
+
+-- Row-level security (row_security=on): policies per role, named after it, so that roles.sql run for two
+-- pairs of roles keeps both. The table owner (migrations, the operator's CLI) is not subject to them.
+SELECT format('DROP POLICY IF EXISTS %I ON %I', p.policyname, p.tablename)
+FROM pg_policies p
+WHERE p.schemaname = :'schema' AND p.tablename IN ('processing_jobs', 'files', 'insights')
+  AND p.policyname IN ('jobcron_all_' || :'worker_role', 'jobcron_own_' || :'enqueuer_role')
+\gexec
+\if :row_security
+    SELECT format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t),
+           format('CREATE POLICY %I ON %I TO %I USING (true) WITH CHECK (true)',
+                  'jobcron_all_' || :'worker_role', t, :'worker_role')
+    FROM unnest(ARRAY['processing_jobs', 'files', 'insights']) AS t
+    \gexec
+    -- its own jobs and files: those it inserted (enqueued_by is current_user's name at the INSERT)
+    SELECT format('CREATE POLICY %I ON %I TO %I USING (enqueued_by = current_user) '
+                  'WITH CHECK (enqueued_by = current_user)', 'jobcron_own_' || :'enqueuer_role', t,
+                  :'enqueuer_role')
+    FROM unnest(ARRAY['processing_jobs', 'files']) AS t
+    \gexec
+    -- the insights of its own jobs (the subquery is itself under processing_jobs' policy)
+    SELECT format('CREATE POLICY %I ON insights TO %I USING '
+                  '(EXISTS (SELECT 1 FROM processing_jobs j WHERE j.id = insights.job_id))',
+                  'jobcron_own_' || :'enqueuer_role', :'enqueuer_role')
+    \gexec
+\else
+    -- off: without policies left (another pair of roles may still use them) the tables are open again
+    SELECT format('ALTER TABLE %I DISABLE ROW LEVEL SECURITY', t)
+    FROM unnest(ARRAY['processing_jobs', 'files', 'insights']) AS t
+    WHERE NOT EXISTS (SELECT 1 FROM pg_policies p WHERE p.schemaname = :'schema' AND p.tablename = t)
+    \gexec
+\endif
 
 COMMIT;

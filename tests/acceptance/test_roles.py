@@ -27,38 +27,64 @@ pytestmark = pytest.mark.acceptance
 ROLES_SQL = REPO / "deploy" / "sql" / "roles.sql"
 
 
-@pytest.fixture
-def roles(dsn: str) -> Iterator[dict[str, str]]:
-    """Group roles made by roles.sql (unique names: roles are cluster-wide) and a login role in each."""
-    if shutil.which("psql") is None:
-        pytest.skip("psql is needed to run deploy/sql/roles.sql")
-    tag = uuid.uuid4().hex[:8]
-    names = {"worker": f"jc_worker_{tag}", "enqueuer": f"jc_enqueuer_{tag}"}
-    logins = {k: f"{v}_login" for k, v in names.items()}
-    done = subprocess.run(
-        ["psql", dsn, "-X", "-q", "-f", str(ROLES_SQL)]
-        + [arg for kind, name in names.items() for arg in ("-v", f"{kind}_role={name}")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    try:
+class Roles:
+    """Group roles made by roles.sql (unique names: roles are cluster-wide) and login roles in them."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        tag = uuid.uuid4().hex[:8]
+        self.names = {"worker": f"jc_worker_{tag}", "enqueuer": f"jc_enqueuer_{tag}"}
+        self.logins: list[str] = []
+
+    def apply(self, *variables: str) -> None:
+        """Run roles.sql for these roles, with more psql variables (e.g. row_security=on)."""
+        args = [a for kind, name in self.names.items() for a in ("-v", f"{kind}_role={name}")]
+        args += [a for v in variables for a in ("-v", v)]
+        done = subprocess.run(
+            ["psql", self.dsn, "-X", "-q", "-f", str(ROLES_SQL), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            for kind, login in logins.items():
-                admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)))
-                admin.execute(
-                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(names[kind]), sql.Identifier(login))
-                )
-        yield {kind: make_conninfo(dsn, user=login) for kind, login in logins.items()}
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            for role in [*logins.values(), *names.values()]:
+
+    def login(self, kind: str, suffix: str = "login") -> str:
+        """A new login role in the group role of this kind; its conninfo."""
+        login = f"{self.names[kind]}_{suffix}"
+        with psycopg.connect(self.dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)))
+            admin.execute(
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(self.names[kind]), sql.Identifier(login))
+            )
+        self.logins.append(login)
+        return make_conninfo(self.dsn, user=login)
+
+    def drop(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as admin:
+            for role in [*self.logins, *self.names.values()]:
                 exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
                 if exists:
                     admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
                     admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def role_set(dsn: str) -> Iterator[Roles]:
+    if shutil.which("psql") is None:
+        pytest.skip("psql is needed to run deploy/sql/roles.sql")
+    made = Roles(dsn)
+    try:
+        yield made
+    finally:
+        made.drop()
+
+
+@pytest.fixture
+def roles(role_set: Roles) -> dict[str, str]:
+    """roles.sql's two roles with its defaults, and a login role in each."""
+    role_set.apply()
+    return {kind: role_set.login(kind) for kind in ("worker", "enqueuer")}
 
 
 def refused(conninfo: str, statement: str) -> str:
@@ -122,10 +148,11 @@ def test_daemon_as_worker_role_and_enqueue_as_enqueuer_role(
     # what the enqueuer may not do
     refused(enqueuer, "UPDATE processing_jobs SET status = 'failed'")
     refused(enqueuer, "DELETE FROM processing_jobs")
-    refused(enqueuer, "SELECT metadata FROM processing_jobs")
-    refused(enqueuer, "SELECT result, errors FROM processing_jobs")
-    refused(enqueuer, "SELECT * FROM insights")
+    refused(enqueuer, "SELECT lease_token FROM processing_jobs")
     refused(enqueuer, "INSERT INTO processing_jobs (job_type, status) VALUES ('noop', 'completed')")
+    refused(enqueuer, "INSERT INTO processing_jobs (job_type, result) VALUES ('noop', '{}')")
+    refused(enqueuer, "INSERT INTO processing_jobs (job_type, enqueued_by) VALUES ('noop', 'someone')")
+    refused(enqueuer, "UPDATE insights SET content = '{}'")
     refused(enqueuer, "INSERT INTO insights (content) VALUES ('{}')")
     refused(enqueuer, "SELECT * FROM job_workers")
     refused(enqueuer, "INSERT INTO job_pauses (job_type) VALUES ('*')")
@@ -142,3 +169,49 @@ def test_daemon_as_worker_role_and_enqueue_as_enqueuer_role(
     # and the owner's tables are all still there
     tables = conn.execute("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'").fetchone()
     assert tables is not None and tables["n"] == 8
+
+
+def test_row_security_each_enqueuing_role_reads_only_its_own_jobs(
+    role_set: Roles, conn: psycopg.Connection[dict[str, Any]], tmp_path: Path
+) -> None:
+    role_set.apply("row_security=on")
+    worker = role_set.login("worker")
+    apps = {who: role_set.login("enqueuer", who) for who in ("ann", "bob")}
+    ids = {}
+    for who, app in apps.items():
+        result = run(app, "enqueue", "--type", "with_insights", "--file", f"{who}.csv", "--user", who)
+        assert result.exit_code == 0, result.output
+        ids[who] = result.stdout.split()[-1]
+    config = write_config(tmp_path / "c.json", workflows=workflows.ALL)
+    d = Daemon(worker, config, "--worker-id", "row-security")
+    try:
+        d.wait_event("worker_started", timeout=30)
+        for job_id in ids.values():
+            d.wait_event("job_completed", timeout=30, job_id=job_id)
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit() == 0
+    finally:
+        d.stop()
+    for who, app in apps.items():
+        with psycopg.connect(app, autocommit=True, row_factory=dict_row) as c:
+            jobs = c.execute("SELECT id::text, status, result, enqueued_by FROM processing_jobs").fetchall()
+            assert [(j["id"], j["status"], j["enqueued_by"]) for j in jobs] == [
+                (ids[who], "completed", c.info.user)
+            ]
+            assert jobs[0]["result"] is not None
+            found = c.execute("SELECT DISTINCT job_id::text AS job_id, count(*) OVER () AS n FROM insights")
+            assert [(r["job_id"], r["n"]) for r in found] == [(ids[who], 2)]
+            files = c.execute("SELECT original_name FROM files").fetchall()
+            assert files == [{"original_name": f"{who}.csv"}]
+            # another role's job cannot be touched through a guessed id either
+            other = next(v for k, v in ids.items() if k != who)
+            assert c.execute("SELECT 1 FROM processing_jobs WHERE id = %s", (other,)).fetchone() is None
+    # the owner sees all; turned off again, every enqueuer reads every job
+    assert conn.execute("SELECT count(*) AS n FROM processing_jobs").fetchone() == {"n": 2}
+    role_set.apply("row_security=off")
+    with psycopg.connect(apps["ann"], autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM processing_jobs").fetchone() == (2,)
+    secured = conn.execute(
+        "SELECT count(*) AS n FROM pg_class WHERE relname IN ('processing_jobs', 'files', 'insights') AND relrowsecurity"
+    ).fetchone()
+    assert secured == {"n": 0}
