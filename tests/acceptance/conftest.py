@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.acceptance.daemon import Daemon, NotifySocket
+from tests.roles import Roles
 
 
 @pytest.fixture
@@ -25,3 +27,15 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
     s = NotifySocket(tmp_path / "notify")
     yield s
     s.close()
+
+
+@pytest.fixture
+def role_set(dsn: str) -> Iterator[Roles]:
+    """roles.sql's roles under unique names for the test's database, dropped afterwards."""
+    if shutil.which("psql") is None:
+        pytest.skip("psql is needed to run deploy/sql/roles.sql")
+    made = Roles(dsn)
+    try:
+        yield made
+    finally:
+        made.drop()

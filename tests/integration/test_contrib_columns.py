@@ -1,0 +1,86 @@
+"""jobcron/contrib/columns.py, the ORM models built from it and the migrations stay in step.
+
+A migration that adds a column to processing_jobs, files or insights fails the first test until
+columns.py says what an application may do with it, and the model tests until the models map it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobcron.contrib.columns import APP, COLUMNS, SERVER, mapped, writable
+
+Conn = psycopg.Connection[dict[str, Any]]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def table_columns(conn: Conn, table: str) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT column_name, is_nullable = 'YES' AS nullable, column_default IS NOT NULL AS has_default "
+        "FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s "
+        "ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    return {r["column_name"]: r for r in rows}
+
+
+@pytest.mark.parametrize("table", sorted(COLUMNS))
+def test_every_column_of_the_schema_is_classified(conn: Conn, table: str) -> None:
+    in_db = list(table_columns(conn, table))
+    unlisted = [c for c in in_db if c not in COLUMNS[table]]
+    assert not unlisted, f"{table}.{unlisted[0]} exists in the schema but not in jobcron/contrib/columns.py"
+    gone = [c for c in COLUMNS[table] if c not in in_db]
+    assert not gone, f"{table}.{gone[0]} is in jobcron/contrib/columns.py but no longer in the schema"
+
+
+@pytest.mark.parametrize("table", ["processing_jobs", "files"])
+def test_the_enqueuer_may_insert_exactly_the_columns_an_application_sets(table: str) -> None:
+    roles_sql = (REPO / "deploy" / "sql" / "roles.sql").read_text()
+    grant = re.search(rf"GRANT INSERT \(([^)]*)\)\s+ON {table} TO", roles_sql)
+    assert grant, f"roles.sql grants no INSERT on {table}"
+    granted = sorted(c.strip() for c in grant.group(1).split(","))
+    assert granted == sorted(writable(table))
+
+
+def django_models() -> dict[str, Any]:
+    pytest.importorskip("django", reason="the test extra installs Django 5")
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(INSTALLED_APPS=["jobcron.contrib.django"], USE_TZ=True)
+        django.setup()
+    from jobcron.contrib.django import models
+
+    return {"processing_jobs": models.Job, "files": models.File, "insights": models.Insight}
+
+
+@pytest.mark.parametrize("table", sorted(COLUMNS))
+def test_the_django_models_map_every_column_as_columns_py_says(conn: Conn, table: str) -> None:
+    model = django_models()[table]
+    from jobcron.contrib.django.models import ServerOwned
+
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    missing = [c for c in mapped(table) if c not in fields]
+    assert not missing, f"{model.__name__} (jobcron.contrib.django) does not map {table}.{missing[0]}"
+    extra = [c for c in fields if c not in mapped(table)]
+    assert not extra, f"{model.__name__} maps {table}.{extra[0]}, which columns.py keeps internal"
+    in_db = table_columns(conn, table)
+    for column, field in fields.items():
+        where = f"{model.__name__}.{field.name} ({table}.{column})"
+        assert field.null == in_db[column]["nullable"], (
+            f"{where}: null={field.null} but the column says otherwise"
+        )
+        if table == "insights":
+            continue  # the daemon writes insights; applications only read them
+        kind = COLUMNS[table][column]
+        assert isinstance(field, ServerOwned) == (kind == SERVER), f"{where}: must be server-owned iff {kind}"
+        if kind == APP and in_db[column]["has_default"]:
+            assert field.has_db_default(), (
+                f"{where}: the column has a server default; the field needs db_default"
+            )
