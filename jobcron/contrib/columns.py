@@ -12,6 +12,18 @@ of deploy/sql/roles.sql's enqueuer role.
 
 from __future__ import annotations
 
+# Every table a migration creates: what an alembic filter must leave alone (a test checks the list).
+TABLES = (
+    "jobcron_migrations",
+    "files",
+    "job_schedules",
+    "processing_jobs",
+    "insights",
+    "schedule_executions",
+    "job_workers",
+    "job_pauses",
+)
+
 APP = "app"
 SERVER = "server"
 INTERNAL = "internal"

@@ -84,3 +84,61 @@ def test_the_django_models_map_every_column_as_columns_py_says(conn: Conn, table
             assert field.has_db_default(), (
                 f"{where}: the column has a server default; the field needs db_default"
             )
+
+
+def test_the_table_list_names_every_table_the_migrations_create(conn: Conn) -> None:
+    from jobcron.contrib.columns import TABLES
+
+    found = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()").fetchall()
+    assert sorted(r["tablename"] for r in found) == sorted(TABLES)
+
+
+@pytest.mark.parametrize("table", sorted(COLUMNS))
+def test_the_sqlalchemy_models_map_every_column_as_columns_py_says(conn: Conn, table: str) -> None:
+    pytest.importorskip("sqlalchemy", reason="the test extra installs SQLAlchemy 2")
+    from sqlalchemy import FetchedValue
+
+    from jobcron.contrib.sqlalchemy import metadata
+
+    model = metadata.tables[table]
+    columns = {c.name: c for c in model.columns}
+    missing = [c for c in mapped(table) if c not in columns]
+    assert not missing, f"jobcron.contrib.sqlalchemy does not map {table}.{missing[0]}"
+    extra = [c for c in columns if c not in mapped(table)]
+    assert not extra, f"jobcron.contrib.sqlalchemy maps {table}.{extra[0]}, which columns.py keeps internal"
+    in_db = table_columns(conn, table)
+    for name, column in columns.items():
+        where = f"jobcron.contrib.sqlalchemy {table}.{name}"
+        assert column.nullable == in_db[name]["nullable"], f"{where}: nullable={column.nullable} disagrees"
+        if table == "insights":
+            continue
+        kind = COLUMNS[table][name]
+        server_written = type(column.server_default) is FetchedValue
+        assert server_written == (kind == SERVER), f"{where}: FetchedValue iff {kind}"
+        if kind == APP and in_db[name]["has_default"]:
+            assert column.server_default is not None, f"{where}: the column has a server default; map it"
+
+
+def test_alembic_autogenerate_leaves_jobcron_alone_with_the_filter(dsn: str) -> None:
+    pytest.importorskip("alembic", reason="the test extra installs alembic")
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import Column, Integer, MetaData, Table, Text
+
+    from jobcron.contrib.sqlalchemy import include_object
+    from tests.clientapps.sqlalchemy_app import engine_for
+
+    app = MetaData()  # the application's own models, in the same schema as jobcron's tables
+    Table("orders", app, Column("id", Integer, primary_key=True), Column("note", Text))
+    engine = engine_for(dsn)
+    try:
+        with engine.connect() as c:
+            filtered = compare_metadata(
+                MigrationContext.configure(c, opts={"include_object": include_object}), app
+            )
+            unfiltered = compare_metadata(MigrationContext.configure(c), app)
+    finally:
+        engine.dispose()
+    assert [(d[0], d[1].name) for d in filtered] == [("add_table", "orders")]
+    dropped = {d[1].name for d in unfiltered if isinstance(d, tuple) and d[0] == "remove_table"}
+    assert {"processing_jobs", "job_schedules", "jobcron_migrations"} <= dropped  # what the filter prevents
