@@ -23,9 +23,11 @@ import psycopg
 from psycopg import pq
 
 from jobcron import store
+from jobcron.drivers import require_sync
 from jobcron.durations import parse_instant
 from jobcron.errors import InvalidInput, JobCronError, JsonRefused
 from jobcron.jsontext import parse_json
+from jobcron.store.steps import Work, run
 
 FIELDS = (
     "job_type",
@@ -215,12 +217,21 @@ def validate(
     return {name: value for name, value in zip(FIELDS, checked, strict=True) if value is not None}
 
 
+def own_transaction(autocommit: bool, status: pq.TransactionStatus) -> bool:
+    """Whether enqueueing opens a transaction (or savepoint) of its own on a connection in this state.
+
+    autocommit: a short transaction of its own; inside the caller's transaction: a savepoint, so a
+    refused row does not abort it; idle and not autocommit: no, the statements open the transaction
+    that the caller commits or rolls back. The same rule for the sync and the async API.
+    """
+    return autocommit or status == pq.TransactionStatus.INTRANS
+
+
 def _atomic(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
     """One atomic unit that never commits a transaction the caller owns."""
-    if conn.autocommit or conn.info.transaction_status == pq.TransactionStatus.INTRANS:
-        # autocommit: a short transaction of our own; inside the caller's transaction: a savepoint
+    if own_transaction(conn.autocommit, conn.info.transaction_status):
         return conn.transaction()
-    return nullcontext()  # the statements open a transaction that the caller commits or rolls back
+    return nullcontext()
 
 
 def _file_facts(path: str) -> tuple[str, int | None]:
@@ -243,13 +254,12 @@ def enqueue(
     return enqueue_one(conn, {"job_type": job_type, **fields}, max_metadata_bytes=max_metadata_bytes)[0]
 
 
-def enqueue_one(
-    conn: psycopg.Connection[Any],
-    fields: Mapping[str, Any],
-    *,
-    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
-) -> tuple[str, bool]:
-    """Enqueue one job: (id, created); created is False when its dedup_key was already pending or running."""
+# how often enqueue_one tries when the job holding its dedup_key finishes between insert and look-up
+DEDUP_ATTEMPTS = 3
+
+
+def enqueue_params(fields: Mapping[str, Any], max_metadata_bytes: int) -> dict[str, Any]:
+    """One job's fields checked and turned into the parameters of store.enqueue_one_work."""
     job = validate(fields, max_metadata_bytes=max_metadata_bytes)
     params: dict[str, Any] = {
         "job_type": job["job_type"],
@@ -266,13 +276,33 @@ def enqueue_one(
     if "file_path" in job:
         name, size = _file_facts(job["file_path"])
         params.update(file_path=job["file_path"], original_name=name, size_bytes=size)
-    for _ in range(3):
+    return params
+
+
+def dedup_unresolved(params: Mapping[str, Any]) -> JobCronError:
+    """The error when a dedup_key is taken but the job holding it cannot be found."""
+    return JobCronError(
+        f"dedup_key {params.get('dedup_key')!r}: taken by a pending or running job that this role cannot "
+        "see (with row-level security on, another role's job may hold it: prefix keys with your "
+        "application's name), or that kept finishing between insert and look-up"
+    )
+
+
+def enqueue_one(
+    conn: psycopg.Connection[Any],
+    fields: Mapping[str, Any],
+    *,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+) -> tuple[str, bool]:
+    """Enqueue one job: (id, created); created is False when its dedup_key was already pending or running."""
+    conn = require_sync(conn, "jobcron.enqueue")
+    params = enqueue_params(fields, max_metadata_bytes)
+    for _ in range(DEDUP_ATTEMPTS):
         with _atomic(conn):
-            found = store.ops_enqueue_one(conn, params)
+            found = run(conn, store.enqueue_one_work(params))
         if found is not None:
             return found
-        # the job holding this dedup_key finished between our insert and our look-up: try again
-    raise JobCronError(f"dedup_key {job.get('dedup_key')!r}: could not enqueue nor find the job holding it")
+    raise dedup_unresolved(params)
 
 
 def time_ordered_ids() -> Iterator[str]:
@@ -332,6 +362,25 @@ def copy_row(checked: tuple[Any, ...], ids: Iterator[str], now: str) -> tuple[An
     )
 
 
+def check_rows(rows: Iterable[Mapping[str, Any]], max_metadata_bytes: int) -> list[tuple[Any, ...]]:
+    """Every row checked before the database sees any of them; an error names the row and the field."""
+    checked: list[tuple[Any, ...]] = []
+    for index, fields in enumerate(rows):
+        if not isinstance(fields, Mapping):
+            raise InvalidInput(f"rows[{index}]: expected a mapping of fields, got {_kind(fields)}")
+        try:
+            checked.append(check_fields(fields, max_metadata_bytes))
+        except InvalidInput as exc:
+            raise InvalidInput(f"rows[{index}]: {exc}") from None
+    return checked
+
+
+def enqueue_many_work(checked: list[tuple[Any, ...]]) -> Work[tuple[int, int]]:
+    """The COPY of checked rows, with time-ordered ids, as steps for either driver."""
+    ids = time_ordered_ids()
+    return store.enqueue_stream_work(lambda now: (copy_row(c, ids, now.isoformat()) for c in checked))
+
+
 def enqueue_many(
     conn: psycopg.Connection[Any],
     rows: Iterable[Mapping[str, Any]],
@@ -342,31 +391,28 @@ def enqueue_many(
 
     Every row is checked before the database sees any of them; an error names the row and the field.
     """
-    checked: list[tuple[Any, ...]] = []
-    for index, fields in enumerate(rows):
-        if not isinstance(fields, Mapping):
-            raise InvalidInput(f"rows[{index}]: expected a mapping of fields, got {_kind(fields)}")
-        try:
-            checked.append(check_fields(fields, max_metadata_bytes))
-        except InvalidInput as exc:
-            raise InvalidInput(f"rows[{index}]: {exc}") from None
+    conn = require_sync(conn, "jobcron.enqueue_many")
+    checked = check_rows(rows, max_metadata_bytes)
     if not checked:
         return 0
-    ids = time_ordered_ids()
     with _atomic(conn):
-        inserted, _ = store.ops_enqueue_stream(
-            conn, lambda now: (copy_row(c, ids, now.isoformat()) for c in checked)
-        )
+        inserted, _ = run(conn, enqueue_many_work(checked))
     return inserted
 
 
 __all__ = [
+    "DEDUP_ATTEMPTS",
     "FIELDS",
     "check_fields",
+    "check_rows",
     "copy_row",
+    "dedup_unresolved",
     "enqueue",
     "enqueue_many",
+    "enqueue_many_work",
     "enqueue_one",
+    "enqueue_params",
+    "own_transaction",
     "time_ordered_ids",
     "validate",
 ]

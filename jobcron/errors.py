@@ -151,3 +151,7 @@ class WaitTimeout(JobCronError, TimeoutError):
     def __init__(self, message: str, job: object = None) -> None:
         super().__init__(message)
         self.job = job
+
+
+class WrongConnection(JobCronError, TypeError):
+    """An application passed something other than the psycopg 3 connection the API takes."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,8 +25,10 @@ from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
 from jobcron import store
+from jobcron.drivers import require_sync
 from jobcron.errors import InvalidInput, JobCronError, JobNotFound, WaitTimeout
 from jobcron.models import FINAL_STATUSES
+from jobcron.store.steps import Work, run
 
 CHANNEL = "jobcron_events"
 DEFAULT_POLL_SECONDS = 1.0
@@ -68,11 +71,10 @@ def _job_id(job_id: Any) -> str:
         raise InvalidInput(f"id: not a UUID: {str(job_id)[:60]!r}") from None
 
 
-def _read(conn: psycopg.Connection[Any], job_id: str, insights: bool) -> Job | None:
-    row = store.result_job(conn, job_id)
-    if row is None:
+def _job(found: tuple[dict[str, Any], list[dict[str, Any]] | None] | None) -> Job | None:
+    if found is None:
         return None
-    found = store.result_insights(conn, job_id) if insights else None
+    row, insights = found
     return Job(
         id=str(row["id"]),
         job_type=row["job_type"],
@@ -86,8 +88,21 @@ def _read(conn: psycopg.Connection[Any], job_id: str, insights: bool) -> Job | N
         scheduled_at=row["scheduled_at"],
         started_at=row["started_at"],
         completed_at=row["completed_at"],
-        insights=None if found is None else [{**r, "id": str(r["id"])} for r in found],
+        insights=None if insights is None else [{**r, "id": str(r["id"])} for r in insights],
     )
+
+
+def read_work(job_id: str, insights: bool) -> Work[Job | None]:
+    """The job as it stands (None: no such job), as steps for either driver."""
+    return _job((yield from store.read_result_work(job_id, insights)))
+
+
+def get_job_work(job_id: Any, insights: bool) -> Work[Job]:
+    """get_job's steps: the job, or JobNotFound."""
+    found = yield from read_work(_job_id(job_id), insights)
+    if found is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    return found
 
 
 def get_job(conn: psycopg.Connection[Any], job_id: Any, *, insights: bool = False) -> Job:
@@ -96,15 +111,13 @@ def get_job(conn: psycopg.Connection[Any], job_id: Any, *, insights: bool = Fals
     Runs on the caller's connection and inside its transaction if one is open (an idle
     non-autocommit connection is left in the transaction the SELECT opened, as `enqueue` does).
     """
-    found = _read(conn, _job_id(job_id), insights)
-    if found is None:
-        raise JobNotFound(f"no job with id {job_id}")
-    return found
+    require_sync(conn, "jobcron.get_job")
+    return run(conn, get_job_work(job_id, insights))
 
 
-def listener_conninfo(conn: psycopg.Connection[Any]) -> str:
+def listener_conninfo(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> str:
     """The caller's connection parameters, password included, for a connection of wait()'s own."""
-    params: dict[str, Any] = {"application_name": "jobcron:wait"}
+    params: dict[str, Any] = {"application_name": "jobcron:wait"}  # sync or async: conn.info is alike
     if conn.info.password:
         params["password"] = conn.info.password
     return make_conninfo(conn.info.dsn, **params)
@@ -124,8 +137,63 @@ def wait(
     JobNotFound: no such job, or it is not committed yet (commit the enqueue before waiting).
     Opens (and closes) a connection of its own per call; `Waiter` keeps one for many waits.
     """
-    with Waiter(conn) as waiter:
+    with Waiter(require_sync(conn, "jobcron.wait")) as waiter:
         return waiter.wait(job_id, timeout=timeout, poll_seconds=poll_seconds, insights=insights)
+
+
+@dataclass(frozen=True)
+class ReadJob:
+    """A wait's step: read the job on the listening connection; receives the Job or None."""
+
+    job_id: str
+    insights: bool
+
+
+@dataclass(frozen=True)
+class UntilMentioned:
+    """A wait's step: return when a notification may concern the job, or after seconds."""
+
+    job_id: str
+    seconds: float
+
+
+WaitStep = ReadJob | UntilMentioned
+
+
+def wait_work(
+    job_id: Any, timeout: float | None, poll_seconds: float, insights: bool
+) -> Generator[WaitStep, Any, Job | None]:
+    """What every wait does, on a connection that LISTENs already; None: no such job when it began.
+
+    Read after LISTEN: an ending committed from then on is notified, one committed before is seen by
+    that first read. Then re-read whenever an event may concern the job, and every poll_seconds.
+    """
+    job_id = _job_id(job_id)
+    if poll_seconds <= 0:
+        raise InvalidInput(f"poll_seconds: must be positive, got {poll_seconds}")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    job: Job | None = yield ReadJob(job_id, insights)
+    if job is None:
+        return None
+    while not job.finished:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise WaitTimeout(f"job {job_id} not finished within {timeout} s (status {job.status})", job)
+        yield UntilMentioned(job_id, poll_seconds if left is None else min(left, poll_seconds))
+        job = yield ReadJob(job_id, insights)
+        if job is None:
+            raise JobNotFound(f"job {job_id} was deleted while waiting for it")
+    return job
+
+
+def not_found_work(job_id: Any, caller_in_transaction: bool) -> Work[JobCronError]:
+    """JobNotFound, saying so when the job exists only in the caller's uncommitted transaction."""
+    job_id = _job_id(job_id)
+    if caller_in_transaction and (yield from read_work(job_id, False)) is not None:
+        return JobNotFound(
+            f"job {job_id} is not committed yet: commit the transaction that enqueued it, then wait"
+        )
+    return JobNotFound(f"no job with id {job_id}")
 
 
 class Waiter:
@@ -137,7 +205,7 @@ class Waiter:
     """
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self._caller = conn
+        self._caller = require_sync(conn, "jobcron.results.Waiter")
         self._conninfo = listener_conninfo(conn)
         self._own: psycopg.Connection[Any] | None = None
 
@@ -169,28 +237,23 @@ class Waiter:
         insights: bool = False,
     ) -> Job:
         """As `jobcron.wait`, on this waiter's connection."""
-        job_id = _job_id(job_id)
-        if poll_seconds <= 0:
-            raise InvalidInput(f"poll_seconds: must be positive, got {poll_seconds}")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        work = wait_work(job_id, timeout, poll_seconds, insights)
         own = self._connection()
         own.execute("LISTEN jobcron_events")
         try:
-            # read after LISTEN: an ending committed from here on is notified, one before it is seen here
-            job = _read(own, job_id, insights)
-            if job is None:
-                raise _not_found(self._caller, job_id)
-            while not job.finished:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise WaitTimeout(
-                        f"job {job_id} not finished within {timeout} s (status {job.status})", job
-                    )
-                _until_mentioned(own, job_id, poll_seconds if left is None else min(left, poll_seconds))
-                job = _read(own, job_id, insights)
-                if job is None:
-                    raise JobNotFound(f"job {job_id} was deleted while waiting for it")
-            return job
+            answer: Any = None
+            while True:
+                step = work.send(answer)
+                if isinstance(step, ReadJob):
+                    answer = run(own, read_work(step.job_id, step.insights))
+                else:
+                    _until_mentioned(own, step.job_id, step.seconds)
+                    answer = None
+        except StopIteration as done:
+            if done.value is None:
+                in_tx = self._caller.info.transaction_status == pq.TransactionStatus.INTRANS
+                raise run(self._caller, not_found_work(job_id, in_tx)) from None
+            return done.value  # type: ignore[no-any-return]
         finally:
             if not own.broken:
                 own.execute("UNLISTEN jobcron_events")
@@ -221,13 +284,16 @@ def mentions(payload: str, job_id: str) -> bool:
     return any(isinstance(e, dict) and e.get("id") == job_id for e in events)
 
 
-def _not_found(conn: psycopg.Connection[Any], job_id: str) -> JobCronError:
-    """JobNotFound, saying so when the job exists only in the caller's uncommitted transaction."""
-    if conn.info.transaction_status == pq.TransactionStatus.INTRANS and _read(conn, job_id, False):
-        return JobNotFound(
-            f"job {job_id} is not committed yet: commit the transaction that enqueued it, then wait"
-        )
-    return JobNotFound(f"no job with id {job_id}")
-
-
-__all__ = ["CHANNEL", "Job", "Waiter", "get_job", "mentions", "wait"]
+__all__ = [
+    "CHANNEL",
+    "Job",
+    "ReadJob",
+    "UntilMentioned",
+    "Waiter",
+    "get_job",
+    "get_job_work",
+    "mentions",
+    "not_found_work",
+    "wait",
+    "wait_work",
+]

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from jobcron.db import Connection
-from jobcron.sql import sql
 from jobcron.store import _one
-from jobcron.store.jobs import db_now
-from jobcron.store.translate import translate
+from jobcron.store.steps import Copy, Exec, One, Work, run
 
 __all__ = [
     "ENQUEUE_COLUMNS",
+    "enqueue_one_work",
+    "enqueue_stream_work",
     "insert_file",
     "insert_job",
     "ops_enqueue_one",
@@ -76,70 +77,80 @@ def insert_file(
     return str(row["id"])
 
 
-def ops_enqueue_one(conn: psycopg.Connection[Any], fields: dict[str, Any]) -> tuple[str, bool] | None:
+def enqueue_one_work(fields: dict[str, Any]) -> Work[tuple[str, bool] | None]:
     """Insert one job (and its files row); (id, created) — created False: a job with its dedup_key runs already."""
     params = dict(fields)
     params["metadata"] = None if params.get("metadata") is None else Jsonb(params["metadata"])
     file_path = params.pop("file_path", None)
+    original_name = params.pop("original_name", None)
+    size_bytes = params.pop("size_bytes", None)
     if file_path is not None:
-        file_row = _one(
-            conn,
+        file_row = yield One(
             "insert_file",
             {
                 "file_path": file_path,
-                "original_name": params.pop("original_name", None),
+                "original_name": original_name,
                 "user_id": params.get("user_id"),
-                "size_bytes": params.pop("size_bytes", None),
+                "size_bytes": size_bytes,
             },
             lenient_times=True,
         )
         assert file_row is not None
         params["file_id"] = file_row["id"]
-    params.pop("original_name", None)
-    params.pop("size_bytes", None)
-    row = _one(conn, "ops_enqueue_one", params, lenient_times=True)
+    row = yield One("ops_enqueue_one", params, lenient_times=True)
     return None if row is None else (str(row["id"]), bool(row["created"]))
 
 
-def ops_enqueue_stream(
-    conn: psycopg.Connection[Any], make_rows: Callable[[datetime], Iterable[Sequence[Any]]]
-) -> tuple[int, int]:
+def ops_enqueue_one(conn: psycopg.Connection[Any], fields: dict[str, Any]) -> tuple[str, bool] | None:
+    """enqueue_one_work on a sync connection."""
+    return run(conn, enqueue_one_work(fields))
+
+
+class _UntilStaged:
+    """The rows that can be copied straight into the queue: up to the first with a dedup_key or a file."""
+
+    def __init__(self, rows: Iterator[Sequence[Any]]) -> None:
+        self.rows = rows
+        self.first: Sequence[Any] | None = None
+
+    def __iter__(self) -> Iterator[Sequence[Any]]:
+        for row in self.rows:
+            if row[8] is not None or row[11] is not None:  # dedup_key, file_path
+                self.first = row
+                return
+            yield row[:11]
+
+
+def enqueue_stream_work(make_rows: Callable[[datetime], Iterable[Sequence[Any]]]) -> Work[tuple[int, int]]:
     """COPY rows (ENQUEUE_COLUMNS order, built by make_rows(database now)) into the queue; (inserted, given).
 
     Rows go straight into processing_jobs, so the server inserts while the caller still parses, until
     the first row with a dedup_key or a file to register: from there on they pass through a staging
     table whose INSERT ... ON CONFLICT skips duplicates and which registers the files rows first.
     """
-    rows = iter(make_rows(db_now(conn)))
-    direct = 0
-    first_staged: Sequence[Any] | None = None
-    with translate():
-        with conn.cursor() as cur:
-            with cur.copy(sql("ops_enqueue_direct_copy")) as copy:
-                for row in rows:
-                    if row[8] is not None or row[11] is not None:  # dedup_key, file_path
-                        first_staged = row
-                        break
-                    copy.write_row(row[:11])
-                    direct += 1
-            if first_staged is None:
-                return direct, direct
-            cur.execute(sql("ops_enqueue_stage_drop"))
-            cur.execute(sql("ops_enqueue_stage_create"))
-            staged = 1
-            with cur.copy(sql("ops_enqueue_stage_copy")) as copy:
-                copy.write_row((0, *first_staged))
-                for row in rows:
-                    copy.write_row((staged, *row))
-                    staged += 1
-            cur.execute(sql("ops_enqueue_stage_files"))
-            with_files = cur.rowcount
-            cur.execute(sql("ops_enqueue_from_stage"))
-            inserted = cur.rowcount
-            if with_files and inserted < staged:
-                cur.execute(sql("ops_enqueue_orphan_files"))
-            cur.execute(sql("ops_enqueue_stage_drop"))
-        return direct + inserted, direct + staged
+    now = yield One("db_now", {"now": None})
+    rows = iter(make_rows(now["now"]))
+    direct_rows = _UntilStaged(rows)
+    direct: int = yield Copy("ops_enqueue_direct_copy", direct_rows)
+    if direct_rows.first is None:
+        return direct, direct
+    yield Exec("ops_enqueue_stage_drop")
+    yield Exec("ops_enqueue_stage_create")
+    staged_rows = chain([direct_rows.first], rows)
+    staged: int = yield Copy("ops_enqueue_stage_copy", ((n, *row) for n, row in enumerate(staged_rows)))
+    with_files = yield Exec("ops_enqueue_stage_files")
+    inserted: int = yield Exec("ops_enqueue_from_stage")
+    if with_files and inserted < staged:
+        yield Exec("ops_enqueue_orphan_files")
+    yield Exec("ops_enqueue_stage_drop")
+    return direct + inserted, direct + staged
+
+
+def ops_enqueue_stream(
+    conn: psycopg.Connection[Any], make_rows: Callable[[datetime], Iterable[Sequence[Any]]]
+) -> tuple[int, int]:
+    """enqueue_stream_work on a sync connection."""
+    return run(conn, enqueue_stream_work(make_rows))
 
 
 # The column order of ops_enqueue_stream rows.
