@@ -182,6 +182,8 @@ class Schedules:
                     o.log.error("schedule_fire_failed", error=f.error, **fields)
                 elif f.outcome == firing.INVALID:
                     o.log.error("schedule_disabled_invalid", error=f.error, **fields)
+                elif f.outcome == firing.PLANNED:
+                    o.log.info("schedule_planned", **fields)
             count += len(firings)
             if len(firings) < firing.FIRE_BATCH or o.halt.is_set():
                 break

@@ -23,10 +23,11 @@ class FiringOutcome(StrEnum):
     SKIPPED = "skipped"  # older than the catch-up window: moved on without a job
     FAILED = "failed"  # the job template was refused by the queue's constraints: this occurrence is lost
     INVALID = "invalid"  # the definition cannot be computed (edited by hand): the schedule is disabled
+    PLANNED = "planned"  # inserted with plain SQL, without a next run: its first run was computed
 
 
 # the members by their short names, as the daemon's schedule duty and the tests compare them
-FIRED, DUPLICATE, SKIPPED, FAILED, INVALID = FiringOutcome
+FIRED, DUPLICATE, SKIPPED, FAILED, INVALID, PLANNED = FiringOutcome
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,28 @@ def fire_due(
     only when that occurrence is at most that late (otherwise it moves on to its next occurrence).
     """
     with conn.transaction():
+        # a schedule inserted with plain SQL has no next run yet: plan it first, so that one due now
+        # fires in this same pass
+        planned = [_plan_one(conn, row) for row in store.schedules_unplanned_locked(conn, now, limit)]
         # row locks with SKIP LOCKED share the due schedules out; the unique occurrence is the guarantee
-        return [
+        return planned + [
             _fire_one(conn, row, worker_id, catch_up_seconds)
             for row in store.schedules_due_locked(conn, now, limit)
         ]
+
+
+def _plan_one(conn: Connection, row: dict[str, Any]) -> Firing:
+    """Compute the first run of a schedule nobody planned, by the rules `schedules create` uses."""
+    schedule_id, name, db_now = row["id"], row["name"], row["db_now"]
+    try:
+        following = first_run(spec_from_row(row), db_now, row["execution_count"])
+    except ScheduleError as exc:
+        store.schedule_advance(conn, schedule_id, None, None, 0)
+        return Firing(schedule_id, name, db_now, INVALID, error=str(exc))
+    store.schedule_advance(conn, schedule_id, following, None, 0)
+    if following is None:
+        return Firing(schedule_id, name, db_now, INVALID, error="no occurrence from now on: nothing to fire")
+    return Firing(schedule_id, name, following, PLANNED, next_run_at=following)
 
 
 def _fire_one(

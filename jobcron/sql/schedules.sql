@@ -9,6 +9,16 @@ ORDER BY s.next_run_at
 LIMIT %(limit)s::int
 FOR UPDATE SKIP LOCKED;
 
+-- name: schedules_unplanned_locked
+-- Enabled schedules nobody planned: inserted with plain SQL, without next_run_at (every other path
+-- sets it, and disables a schedule that has no next run). Locked like the due ones.
+SELECT s.*, coalesce(%(now)s::timestamptz, now()) AS db_now
+FROM job_schedules s
+WHERE s.enabled AND s.next_run_at IS NULL
+ORDER BY s.id
+LIMIT %(limit)s::int
+FOR UPDATE SKIP LOCKED;
+
 -- name: schedule_execution_insert
 -- Record one occurrence; the unique (schedule_id, occurrence_at) makes a second firing a no-op.
 INSERT INTO schedule_executions (schedule_id, occurrence_at, fired_by)

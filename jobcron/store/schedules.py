@@ -27,12 +27,18 @@ __all__ = [
     "schedule_update",
     "schedules_due",
     "schedules_due_locked",
+    "schedules_unplanned_locked",
 ]
 
 
 def schedules_due_locked(conn: Connection, now: datetime | None, limit: int) -> list[dict[str, Any]]:
     """Due schedules, row-locked for this transaction (others skip them)."""
     return _all(conn, "schedules_due_locked", {"now": now, "limit": limit})
+
+
+def schedules_unplanned_locked(conn: Connection, now: datetime | None, limit: int) -> list[dict[str, Any]]:
+    """Enabled schedules without a next run (inserted with plain SQL), row-locked for this transaction."""
+    return _all(conn, "schedules_unplanned_locked", {"now": now, "limit": limit})
 
 
 def schedule_execution_insert(

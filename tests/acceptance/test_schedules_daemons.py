@@ -100,3 +100,26 @@ def test_two_daemons_fire_each_occurrence_of_a_frequent_schedule_once(
     for d in daemons:
         d.signal(signal.SIGTERM)
         assert d.wait_exit() == 0
+
+
+def test_a_schedule_inserted_with_plain_sql_fires_within_one_check(
+    conn: Conn, dsn: str, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    config = write_config(tmp_path / "d.json", daemon={"schedule_check_seconds": 1})
+    daemons.append(Daemon(dsn, config, "--worker-id", "plain-sql"))
+    daemons[0].wait_event("worker_started")
+    began = time.monotonic()
+    conn.execute(
+        "INSERT INTO job_schedules (name, job_type, kind, interval_seconds) VALUES ('app-made', 'noop', 'interval', 2)"
+    )
+    planned = daemons[0].wait_event("schedule_planned", timeout=10, schedule="app-made")
+    fired = daemons[0].wait_event("schedule_fired", timeout=10, schedule="app-made")
+    first = time.monotonic() - began
+    assert planned["occurrence_at"] == fired["occurrence_at"]  # its first run is the moment it was planned
+    wait_until(
+        lambda: scalar(conn, "SELECT count(*) FROM processing_jobs WHERE status = 'completed'") >= 2, daemons
+    )
+    assert first < 10, f"first firing {first:.2f} s after the INSERT"  # before 0005 it never fired at all
+    print(f"plain-SQL schedule: INSERT -> first firing {first:.2f} s (schedule_check_seconds 1)")
+    daemons[0].signal(signal.SIGTERM)
+    assert daemons[0].wait_exit() == 0

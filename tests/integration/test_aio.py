@@ -142,7 +142,9 @@ def test_an_unknown_or_uncommitted_job(dsn: str) -> None:
 
 
 def test_the_wrong_connection_gets_one_clear_error(dsn: str, conn: Conn) -> None:
-    with pytest.raises(WrongConnection, match=re.escape("got a sync psycopg.Connection: use jobcron.enqueue")):
+    with pytest.raises(
+        WrongConnection, match=re.escape("got a sync psycopg.Connection: use jobcron.enqueue")
+    ):
         asyncio.run(jobcron.aio.enqueue(conn, "noop"))  # type: ignore[arg-type]
     with pytest.raises(WrongConnection, match="a connection, not a URL"):
         jobcron.enqueue(dsn, "noop")  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from jobcron import store
-from jobcron.schedules.firing import DUPLICATE, FAILED, FIRED, INVALID, SKIPPED, fire_due, first_run
+from jobcron.schedules.firing import DUPLICATE, FAILED, FIRED, INVALID, PLANNED, SKIPPED, fire_due, first_run
 from jobcron.schedules.rules import ScheduleSpec
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -268,3 +268,56 @@ def test_four_daemons_racing_over_100_due_schedules_enqueue_exactly_100(conn: Co
         "GROUP BY 1, 2 HAVING count(*) > 1) d"
     ).fetchone()
     assert dup == {"n": 0}
+
+
+def test_a_schedule_inserted_with_plain_sql_is_planned_and_fires_in_the_same_pass(conn: Conn) -> None:
+    conn.execute(
+        "INSERT INTO job_schedules (name, job_type, kind, interval_seconds) VALUES ('app-made', 'noop', 'interval', 60)"
+    )
+    outcomes = [(f.name, f.outcome) for f in fire_due(conn, "w", now=T0)]
+    assert outcomes == [("app-made", PLANNED), ("app-made", FIRED)]
+    row = store.schedule_get(conn, "app-made")
+    assert row is not None and row["enabled"] and row["next_run_at"] == T0 + timedelta(minutes=1)
+    assert row["execution_count"] == 1
+    fire_due(conn, "w", now=T0 + timedelta(minutes=1))
+    assert len(jobs_of(conn, row["id"])) == 2  # from then on an ordinary schedule
+
+
+def test_a_plain_sql_schedule_that_cannot_be_planned_is_disabled_with_the_reason(conn: Conn) -> None:
+    conn.execute(
+        "INSERT INTO job_schedules (name, job_type, kind, cron_expression) VALUES ('typo', 'noop', 'cron', '99 * * * *')"
+    )
+    conn.execute(
+        "INSERT INTO job_schedules (name, job_type, kind, time_of_day, timezone) "
+        "VALUES ('nowhere', 'noop', 'daily', '08:00', 'Mars/Olympus')"
+    )
+    conn.execute(
+        "INSERT INTO job_schedules (name, job_type, kind, run_at) VALUES ('past', 'noop', 'once', %s)",
+        (T0 - timedelta(days=1),),
+    )
+    found = {f.name: f for f in fire_due(conn, "w", now=T0)}
+    assert {name: f.outcome for name, f in found.items()} == {
+        "typo": INVALID,
+        "nowhere": INVALID,
+        "past": INVALID,
+    }
+    assert "invalid cron" in (found["typo"].error or "")
+    assert "Mars/Olympus" in (found["nowhere"].error or "")
+    assert "no occurrence from now on" in (found["past"].error or "")
+    rows = conn.execute("SELECT name, enabled FROM job_schedules ORDER BY name").fetchall()
+    assert all(not r["enabled"] for r in rows)
+    assert conn.execute("SELECT count(*) AS n FROM processing_jobs").fetchone() == {"n": 0}
+
+
+def test_four_daemons_plan_and_fire_100_plain_sql_schedules_exactly_once(conn: Conn, dsn: str) -> None:
+    conn.execute(
+        "INSERT INTO job_schedules (name, job_type, kind, interval_seconds) "
+        "SELECT 'app-' || i, 'noop', 'interval', 60 FROM generate_series(1, 100) i"
+    )
+    fired_by = race(dsn, T0)
+    assert sum(fired_by.values()) == 100
+    per_schedule = conn.execute(
+        "SELECT min(execution_count) AS lo, max(execution_count) AS hi, count(*) FILTER (WHERE next_run_at IS NULL) AS unplanned "
+        "FROM job_schedules"
+    ).fetchone()
+    assert per_schedule == {"lo": 1, "hi": 1, "unplanned": 0}
