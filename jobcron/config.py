@@ -34,9 +34,10 @@ def _opt(
     hi: float | None = None,
     choices: tuple[str, ...] | None = None,
     secret: bool = False,
+    pattern: tuple[str, str] | None = None,
 ) -> Any:
-    """A dataclass field with its validation bounds kept beside the default."""
-    meta = {"lo": lo, "hi": hi, "choices": choices, "secret": secret}
+    """A dataclass field with its validation bounds kept beside the default (pattern: regex, what it means)."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "secret": secret, "pattern": pattern}
     return field(default=default, metadata=meta)
 
 
@@ -53,6 +54,11 @@ class DatabaseSettings:
     # (a migration's LOCK TABLE, a row another application keeps locked) before the server ends it;
     # the daemon then retries it like an outage, a command gives up; 0: wait as long as it takes
     lock_timeout_seconds: float = _opt(5, lo=0, hi=3600)
+    # the schema jobcron's tables live in (null: the server's search_path, normally public)
+    schema: str | None = _opt(
+        None,
+        pattern=(r"[a-z_][a-z0-9_]{0,62}", "a lower-case SQL identifier (letters, digits, _; at most 63)"),
+    )
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,13 @@ def _base_types(hint: Any) -> tuple[type[Any], ...]:
     return (hint,)
 
 
+def _check_text(key: str, value: str, meta: Any) -> None:
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{key}: must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if meta.get("pattern") and not re.fullmatch(meta["pattern"][0], value):
+        raise ConfigError(f"{key}: must be {meta['pattern'][1]}, got {value[:80]!r}")
+
+
 def _check_value(key: str, value: Any, f: dataclasses.Field[Any], hint: Any) -> Any:
     """Validate one value against its field's type and bounds; return it normalised."""
     allowed = _base_types(hint)
@@ -196,8 +209,8 @@ def _check_value(key: str, value: Any, f: dataclasses.Field[Any], hint: Any) -> 
     if not isinstance(value, tuple(t for t in allowed if t is not type(None))):
         raise ConfigError(f"{key}: expected {_type_name(allowed)}, got {type(value).__name__} {value!r}")
     meta = f.metadata
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{key}: must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if isinstance(value, str):
+        _check_text(key, value, meta)
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"{key}: must be a finite number, got {value!r}")

@@ -28,6 +28,7 @@ from tenacity.stop import stop_base
 
 from jobcron.config import Config, redact_url
 from jobcron.errors import ConfigError
+from jobcron.sql import sql
 
 Connection = psycopg.Connection[dict[str, Any]]
 T = TypeVar("T")
@@ -175,6 +176,8 @@ def connect(
             settings.append(f"-c lock_timeout={_milliseconds(config.database.lock_timeout_seconds)}")
         if statement_timeout_seconds is not None and statement_timeout_seconds > 0:
             settings.append(f"-c statement_timeout={_milliseconds(statement_timeout_seconds)}")
+        if config.database.schema:
+            settings.append(f"-c search_path={config.database.schema}")  # an identifier: nothing to escape
     params: dict[str, Any] = {
         "connect_timeout": config.database.connect_timeout_seconds,
         "application_name": f"{config.database.application_name}:{purpose}",
@@ -187,11 +190,35 @@ def connect(
         raise connect_error(exc, dsn, params) from None
     except psycopg.Error as exc:
         raise type(exc)(scrub(str(exc), dsn)) from None
+    if config.database.schema and not prepared and purpose != "migrate":
+        _check_schema(conn, config.database.schema)
     if generic_plans and prepared:
         conn.prepare_threshold = 0  # prepare the hot statements at once rather than after five uses
     elif not prepared:
         conn.prepare_threshold = None  # a transaction-mode pooler would lose them between transactions
     return conn
+
+
+def current_schema(conn: Connection) -> str | None:
+    """The schema this session creates in and finds unqualified names in first (None: none exists)."""
+    row = conn.execute(sql("current_schema")).fetchone()
+    return None if row is None else row["schema"]
+
+
+def _check_schema(conn: Connection, schema: str) -> None:
+    """database.schema without startup options (a transaction-mode pooler): the role must put it first."""
+    found = current_schema(conn)
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        conn.rollback()
+    if found != schema:
+        user = conn.info.user
+        conn.close()
+        raise ConfigError(
+            f"database.schema: {schema!r}, but this session's search_path puts it in "
+            f"{repr(found) if found else 'no schema it may use'}; with "
+            "database.prepared_statements false no startup options are sent, so set it on the role: "
+            f'ALTER ROLE "{user}" SET search_path = {schema}'
+        )
 
 
 def _milliseconds(seconds: float) -> int:

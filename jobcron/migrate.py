@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobcron import store
-from jobcron.db import Connection
-from jobcron.errors import MigrationError, SchemaOutOfDate
+from jobcron.db import Connection, current_schema
+from jobcron.errors import ConfigError, MigrationError, SchemaOutOfDate
 from jobcron.sql import MIGRATIONS_DIR
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -77,6 +77,12 @@ def state(conn: Connection, migrations: list[Migration] | None = None) -> Schema
 
 def migrate(conn: Connection) -> list[Migration]:
     """Apply pending migrations, each in its own transaction, under the migrators' advisory lock."""
+    if current_schema(conn) is None:
+        raise ConfigError(
+            "no schema to install into: the session's search_path (the URL's options=, PGOPTIONS or the "
+            "role's setting) names none that exists; create it (CREATE SCHEMA ...) or set "
+            "database.schema, which `migrate` creates"
+        )
     store.migration_lock(conn)
     try:
         store.ledger_create(conn)
@@ -91,6 +97,17 @@ def migrate(conn: Connection) -> list[Migration]:
         store.migration_unlock(conn)
 
 
+def ensure_schema(conn: Connection, schema: str) -> None:
+    """Create database.schema when it is missing; refuse to migrate anywhere else."""
+    store.schema_create(conn, schema)
+    found = current_schema(conn)
+    if found != schema:
+        raise ConfigError(
+            f"database.schema: {schema!r}, but this session's search_path puts new tables in {found!r}; "
+            f"with database.prepared_statements false, set it on the role: ALTER ROLE ... SET search_path = {schema}"
+        )
+
+
 def check(conn: Connection) -> SchemaState:
     """Raise SchemaOutOfDate unless the database has exactly the shipped migrations."""
     current = state(conn)
@@ -100,7 +117,11 @@ def check(conn: Connection) -> SchemaState:
         )
     if current.pending:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in current.pending)
-        raise SchemaOutOfDate(f"database schema is out of date: pending {names}; run `job_cron migrate`")
+        where = current_schema(conn)
+        raise SchemaOutOfDate(
+            f"database schema is out of date: pending {names} (looked in schema {where!r}: "
+            "database.schema or the search_path choose it); run `job_cron migrate`"
+        )
     return current
 
 

@@ -77,6 +77,8 @@ def migrate_cmd(state: CliState, check: bool, print_sql: bool) -> None:
     config = load_or_exit(state)
     # no lock timeout: the migrators' advisory lock and the DDL must wait for what they wait for
     with handled(config), open_db(config, "migrate", lock_timeout=False) as conn:
+        if config.database.schema and not (print_sql or check):
+            migrate.ensure_schema(conn, config.database.schema)
         if print_sql:
             click.echo(migrate.pending_sql(conn) or "-- schema is up to date")
             return

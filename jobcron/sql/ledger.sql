@@ -28,3 +28,7 @@ SELECT pg_advisory_lock(4242001);
 -- name: migration_unlock
 -- Release the migrators' advisory lock.
 SELECT pg_advisory_unlock(4242001);
+
+-- name: current_schema
+-- The schema this session creates in and resolves unqualified names in first (NULL: its search_path names none that exists).
+SELECT current_schema() AS schema;

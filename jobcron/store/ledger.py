@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg import sql as pgsql
+
 from jobcron.db import Connection
 from jobcron.store import _all, _exec, _one
 
@@ -15,6 +17,7 @@ __all__ = [
     "ledger_versions",
     "migration_lock",
     "migration_unlock",
+    "schema_create",
 ]
 
 
@@ -52,3 +55,8 @@ def migration_unlock(conn: Connection) -> None:
 def execute_script(conn: Connection, text: str) -> None:
     """Run a migration file (trusted SQL shipped with jobcron, no parameters)."""
     conn.execute(text.encode("utf-8"))
+
+
+def schema_create(conn: Connection, schema: str) -> None:
+    """CREATE SCHEMA IF NOT EXISTS, for database.schema (the name quoted as an identifier)."""
+    conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
