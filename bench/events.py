@@ -6,7 +6,8 @@
   trigger runs also keep an application LISTENing on jobcron_events and reading every payload.
 - latency: one client enqueues a noop job and learns it finished, one job at a time against one
   idle daemon: jobcron.wait() (a connection of its own per call), a Waiter (one connection kept),
-  and a loop polling the row every 50 ms, interleaved.
+  a loop polling the row every 50 ms, jobcron.aio from asyncio, and a SQLAlchemy and a Django
+  application (tests/clientapps) inserting through their ORMs, all interleaved.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import psycopg
 
 import jobcron
+import jobcron.aio
 from bench.harness import Result, Run, Server, connect, daemons, drain_rate, median, percentile, wait_until
 from bench.workloads import Sizes, _config, _insert_noop
 from jobcron.results import Waiter
@@ -119,12 +121,85 @@ def _poll(conn: Any, job_id: str, gap: float, timeout: float) -> None:
     raise RuntimeError(f"job {job_id} not finished in {timeout} s")
 
 
+class Clients:
+    """The other ways an application learns its job finished, each set up once: asyncio, SQLAlchemy, Django.
+
+    Each `how(name)` enqueues one noop job its own way and returns when it knows the job finished.
+    A framework that is not installed is left out (the test extra installs them).
+    """
+
+    def __init__(self, dsn: str) -> None:
+        import asyncio
+
+        self.dsn = dsn
+        self.loop = asyncio.new_event_loop()
+        self.aconn = self.loop.run_until_complete(psycopg.AsyncConnection.connect(dsn, autocommit=True))
+        self.awaiter = jobcron.aio.AsyncWaiter(self.aconn)
+        self.ways = ["async"]
+        self.engine: Any = None
+        try:
+            from tests.clientapps.sqlalchemy_app import engine_for
+
+            self.engine = engine_for(dsn)
+            self.ways.append("sqlalchemy")
+        except ImportError:
+            pass
+        self.django = False
+        try:
+            from tests.clientapps.django_app import configure
+
+            configure(dsn)
+            self.django = True
+            self.ways.append("django")
+        except ImportError:
+            pass
+
+    def run(self, how: str) -> None:
+        if how == "async":
+            self.loop.run_until_complete(self._async())
+        elif how == "sqlalchemy":
+            from sqlalchemy.orm import Session
+
+            from jobcron.contrib.sqlalchemy import Job
+            from tests.clientapps.sqlalchemy_app import driver_connection
+
+            with Session(self.engine) as session:
+                job = Job(job_type="noop")
+                session.add(job)
+                session.commit()
+                jobcron.wait(driver_connection(session), job.id, timeout=10)
+        else:
+            from django.db import connection
+
+            from jobcron.contrib.django.models import Job as DjangoJob
+
+            made = DjangoJob.objects.create(job_type="noop")
+            connection.ensure_connection()
+            jobcron.wait(connection.connection, made.id, timeout=10)
+
+    async def _async(self) -> None:
+        job_id = await jobcron.aio.enqueue(self.aconn, "noop")
+        await self.awaiter.wait(job_id, timeout=10)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.awaiter.close())
+        self.loop.run_until_complete(self.aconn.close())
+        self.loop.close()
+        if self.engine is not None:
+            self.engine.dispose()
+        if self.django:
+            from django.db import connections
+
+            connections.close_all()
+
+
 def run_latency(run: Run, server: Server, sizes: Sizes, log_dir: Path) -> None:
-    """ms from enqueue to the client knowing the job finished: wait(), a Waiter, polling every 50 ms."""
+    """ms from enqueue to the client knowing the job finished, every way a client has, interleaved."""
     samples = 60 if sizes.repeats == 1 else 300
-    ways = ("wait", "waiter", "poll")
-    figures: dict[str, list[float]] = {how: [] for how in ways}
     dsn = server.fresh()
+    clients = Clients(dsn)
+    ways = ("wait", "waiter", "poll", *clients.ways)
+    figures: dict[str, list[float]] = {how: [] for how in ways}
     try:
         with (
             connect(dsn) as conn,
@@ -135,21 +210,28 @@ def run_latency(run: Run, server: Server, sizes: Sizes, log_dir: Path) -> None:
             for i in range(samples * len(ways)):
                 how = ways[i % len(ways)]  # interleaved: the same daemon, the same moment
                 began = time.perf_counter()
-                job_id = jobcron.enqueue(conn, "noop")
-                if how == "wait":
-                    jobcron.wait(conn, job_id, timeout=10)
-                elif how == "waiter":
-                    waiter.wait(job_id, timeout=10)
+                if how in ("wait", "waiter", "poll"):
+                    job_id = jobcron.enqueue(conn, "noop")
+                    if how == "wait":
+                        jobcron.wait(conn, job_id, timeout=10)
+                    elif how == "waiter":
+                        waiter.wait(job_id, timeout=10)
+                    else:
+                        _poll(conn, job_id, 0.05, 10)
                 else:
-                    _poll(conn, job_id, 0.05, 10)
+                    clients.run(how)
                 figures[how].append((time.perf_counter() - began) * 1000)
                 time.sleep(0.02)
     finally:
+        clients.close()
         server.drop(dsn)
     labels = {
         "wait": "jobcron.wait() (own connection)",
         "waiter": "Waiter.wait() (connection kept)",
         "poll": "poll every 50 ms",
+        "async": "jobcron.aio AsyncWaiter.wait() (asyncio)",
+        "sqlalchemy": "SQLAlchemy ORM insert + jobcron.wait()",
+        "django": "Django ORM create + jobcron.wait()",
     }
     for how in ways:
         for q in (50, 99):
