@@ -142,6 +142,36 @@ def scrub(message: str, dsn: str | None) -> str:
     return message
 
 
+def connect_args(
+    config: Config,
+    purpose: str,
+    *,
+    generic_plans: bool = False,
+    lock_timeout: bool = True,
+    statement_timeout_seconds: float | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The DSN and the libpq parameters `connect` uses (a pool opens its connections with them too)."""
+    dsn = dsn_of(config)
+    prepared = config.database.prepared_statements
+    settings: list[str] = []
+    if prepared:
+        if generic_plans:
+            settings += WORKER_PLANNER_OPTIONS
+        if lock_timeout and config.database.lock_timeout_seconds > 0:
+            settings.append(f"-c lock_timeout={_milliseconds(config.database.lock_timeout_seconds)}")
+        if statement_timeout_seconds is not None and statement_timeout_seconds > 0:
+            settings.append(f"-c statement_timeout={_milliseconds(statement_timeout_seconds)}")
+        if config.database.schema:
+            settings.append(f"-c search_path={config.database.schema}")  # an identifier: nothing to escape
+    params: dict[str, Any] = {
+        "connect_timeout": config.database.connect_timeout_seconds,
+        "application_name": f"{config.database.application_name}:{purpose}",
+    }
+    if settings:
+        params["options"] = merged_options(dsn, settings)
+    return dsn, params
+
+
 def connect(
     config: Config,
     *,
@@ -166,24 +196,14 @@ def connect(
     startup options, like the planner settings: none are sent with database.prepared_statements false
     (a transaction-mode pooler refuses them; set them on the role there).
     """
-    dsn = dsn_of(config)
+    dsn, params = connect_args(
+        config,
+        purpose,
+        generic_plans=generic_plans,
+        lock_timeout=lock_timeout,
+        statement_timeout_seconds=statement_timeout_seconds,
+    )
     prepared = config.database.prepared_statements
-    settings: list[str] = []
-    if prepared:
-        if generic_plans:
-            settings += WORKER_PLANNER_OPTIONS
-        if lock_timeout and config.database.lock_timeout_seconds > 0:
-            settings.append(f"-c lock_timeout={_milliseconds(config.database.lock_timeout_seconds)}")
-        if statement_timeout_seconds is not None and statement_timeout_seconds > 0:
-            settings.append(f"-c statement_timeout={_milliseconds(statement_timeout_seconds)}")
-        if config.database.schema:
-            settings.append(f"-c search_path={config.database.schema}")  # an identifier: nothing to escape
-    params: dict[str, Any] = {
-        "connect_timeout": config.database.connect_timeout_seconds,
-        "application_name": f"{config.database.application_name}:{purpose}",
-    }
-    if settings:
-        params["options"] = merged_options(dsn, settings)
     try:
         conn = psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row, **params)
     except psycopg.OperationalError as exc:
@@ -191,7 +211,7 @@ def connect(
     except psycopg.Error as exc:
         raise type(exc)(scrub(str(exc), dsn)) from None
     if config.database.schema and not prepared and purpose != "migrate":
-        _check_schema(conn, config.database.schema)
+        check_schema(conn, config.database.schema)
     if generic_plans and prepared:
         conn.prepare_threshold = 0  # prepare the hot statements at once rather than after five uses
     elif not prepared:
@@ -205,7 +225,7 @@ def current_schema(conn: Connection) -> str | None:
     return None if row is None else row["schema"]
 
 
-def _check_schema(conn: Connection, schema: str) -> None:
+def check_schema(conn: Connection, schema: str) -> None:
     """database.schema without startup options (a transaction-mode pooler): the role must put it first."""
     found = current_schema(conn)
     if conn.info.transaction_status != pq.TransactionStatus.IDLE:

@@ -15,6 +15,7 @@ from jobcron.cli.demo import demo_cmd
 from jobcron.cli.jobs import enqueue_cmd, jobs_group
 from jobcron.cli.ops import health_cmd, pause_cmd, resume_cmd, status_cmd, workers_cmd
 from jobcron.cli.schedules import schedules_group
+from jobcron.cli.web import tokens_group, web_cmd
 from jobcron.config import DEFAULT_CONFIG_PATH, config_as_dict
 from jobcron.daemon import ServeOptions, serve
 from jobcron.errors import ConfigError
@@ -166,6 +167,8 @@ cli.add_command(workers_cmd)
 cli.add_command(pause_cmd)
 cli.add_command(resume_cmd)
 cli.add_command(health_cmd)
+cli.add_command(tokens_group)
+cli.add_command(web_cmd)
 
 
 def main() -> None:

@@ -89,4 +89,5 @@ from jobcron.store.jobs import *  # noqa: E402, F403
 from jobcron.store.ledger import *  # noqa: E402, F403
 from jobcron.store.results import *  # noqa: E402, F403
 from jobcron.store.schedules import *  # noqa: E402, F403
+from jobcron.store.tokens import *  # noqa: E402, F403
 from jobcron.store.workers import *  # noqa: E402, F403

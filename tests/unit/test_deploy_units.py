@@ -69,7 +69,9 @@ def fake_root(tmp_path: Path) -> Path:
 
 
 @needs_analyze
-@pytest.mark.parametrize("unit", ["job_cron.service", "job_cron@.service", "job_cron@2.service"])
+@pytest.mark.parametrize(
+    "unit", ["job_cron.service", "job_cron@.service", "job_cron@2.service", "job_cron-web.service"]
+)
 def test_units_verify_clean(tmp_path: Path, unit: str) -> None:
     root = fake_root(tmp_path)
     done = subprocess.run(
@@ -103,7 +105,7 @@ def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
 
 
 @needs_analyze
-@pytest.mark.parametrize("unit", ["job_cron.service", "job_cron@.service"])
+@pytest.mark.parametrize("unit", ["job_cron.service", "job_cron@.service", "job_cron-web.service"])
 def test_security_exposure_is_low(unit: str) -> None:
     done = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNITS / unit)],
@@ -194,3 +196,11 @@ def test_env_example_sets_only_known_keys() -> None:
     assert config.database.url == env["DATABASE_URL"]
     uncommented = [line for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"[A-Z]", line)]
     assert [line.split("=")[0] for line in uncommented] == ["DATABASE_URL"]
+
+
+def test_the_web_unit_runs_the_web_command_with_the_daemon_s_environment() -> None:
+    web = directives(UNITS / "job_cron-web.service")
+    daemon = directives(UNITS / "job_cron.service")
+    assert web["Service.ExecStart"] == [f"{EXEC} web --host 127.0.0.1 --port 8080"]
+    for key in ("Service.EnvironmentFile", "Service.User", "Service.RestartPreventExitStatus"):
+        assert web[key] == daemon[key], key
