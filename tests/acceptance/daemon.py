@@ -107,6 +107,16 @@ class Daemon:
         self._reader.join(5)
         return code
 
+    def stop_cleanly(self) -> None:
+        """SIGTERM, exit 0, and a log without an error or a privilege refused (killed if it hangs)."""
+        try:
+            self.signal(signal.SIGTERM)
+            assert self.wait_exit() == 0
+        finally:
+            self.stop()
+        log = "".join(self.raw)
+        assert "permission denied" not in log and '"level": "error"' not in log, log[-3000:]
+
     def stop(self) -> None:
         """Make sure the process is gone and its pipes are closed (test teardown)."""
         if self.proc.poll() is None:

@@ -8,7 +8,6 @@ with jobcron.wait on the connection Django holds, and reads result and insights 
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,33 +38,19 @@ def django_app(conninfo: str, *args: str) -> dict[str, Any]:
     return found
 
 
-def run_daemon(worker: str, tmp_path: Path) -> Daemon:
-    config = write_config(tmp_path / "c.json", workflows=workflows.ALL)
-    d = Daemon(worker, config, "--worker-id", "django-app")
-    d.wait_event("worker_started", timeout=30)
-    return d
-
-
-def stop(d: Daemon) -> None:
-    try:
-        d.signal(signal.SIGTERM)
-        assert d.wait_exit() == 0
-    finally:
-        d.stop()
-    log = "".join(d.raw)
-    assert "permission denied" not in log and '"level": "error"' not in log, log[-3000:]
-
-
 def test_a_django_app_as_the_enqueuer_enqueues_waits_and_reads_results(
     role_set: Roles, tmp_path: Path
 ) -> None:
     role_set.apply()
     worker, app = role_set.login("worker"), role_set.login("enqueuer")
-    d = run_daemon(worker, tmp_path)
+    d = Daemon(
+        worker, write_config(tmp_path / "c.json", workflows=workflows.ALL), "--worker-id", "django-app"
+    )
+    d.wait_event("worker_started", timeout=30)
     try:
         seen = django_app(app)
     finally:
-        stop(d)
+        d.stop_cleanly()
     created, finished = seen["created"], seen["finished"]
     # RETURNING brought the server's values back into the new objects
     assert created["status"] == "pending" and created["attempts"] == 0, created
@@ -85,11 +70,14 @@ def test_with_row_security_each_django_login_sees_only_its_own_jobs(role_set: Ro
     role_set.apply("row_security=on")
     worker = role_set.login("worker")
     apps = {who: role_set.login("enqueuer", who) for who in ("ann", "bob")}
-    d = run_daemon(worker, tmp_path)
+    d = Daemon(
+        worker, write_config(tmp_path / "c.json", workflows=workflows.ALL), "--worker-id", "django-app"
+    )
+    d.wait_event("worker_started", timeout=30)
     try:
         seen = {who: django_app(app) for who, app in apps.items()}
     finally:
-        stop(d)
+        d.stop_cleanly()
     for who, saw in seen.items():
         other = next(v for k, v in seen.items() if k != who)
         mine = saw["finished"]["visible_jobs"]

@@ -7,7 +7,6 @@ psycopg connection, and reads result and insights through the ORM.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
@@ -22,33 +21,19 @@ pytest.importorskip("sqlalchemy", reason="the test extra installs SQLAlchemy 2")
 from tests.clientapps import sqlalchemy_app  # noqa: E402  (after the skip: it imports sqlalchemy)
 
 
-def run_daemon(worker: str, tmp_path: Path) -> Daemon:
-    config = write_config(tmp_path / "c.json", workflows=workflows.ALL)
-    d = Daemon(worker, config, "--worker-id", "sqlalchemy-app")
-    d.wait_event("worker_started", timeout=30)
-    return d
-
-
-def stop(d: Daemon) -> None:
-    try:
-        d.signal(signal.SIGTERM)
-        assert d.wait_exit() == 0
-    finally:
-        d.stop()
-    log = "".join(d.raw)
-    assert "permission denied" not in log and '"level": "error"' not in log, log[-3000:]
-
-
 def test_a_sqlalchemy_app_as_the_enqueuer_enqueues_waits_and_reads_results(
     role_set: Roles, tmp_path: Path
 ) -> None:
     role_set.apply()
     worker, app = role_set.login("worker"), role_set.login("enqueuer")
-    d = run_daemon(worker, tmp_path)
+    d = Daemon(
+        worker, write_config(tmp_path / "c.json", workflows=workflows.ALL), "--worker-id", "sqlalchemy-app"
+    )
+    d.wait_event("worker_started", timeout=30)
     try:
         seen = sqlalchemy_app.run(app)
     finally:
-        stop(d)
+        d.stop_cleanly()
     created, finished = seen["created"], seen["finished"]
     assert created["status"] == "pending" and created["attempts"] == 0, created  # from RETURNING
     assert created["enqueued_by"] == f"{role_set.names['enqueuer']}_login"
@@ -68,11 +53,14 @@ def test_with_row_security_each_sqlalchemy_login_sees_only_its_own_jobs(
     role_set.apply("row_security=on")
     worker = role_set.login("worker")
     apps = {who: role_set.login("enqueuer", who) for who in ("ann", "bob")}
-    d = run_daemon(worker, tmp_path)
+    d = Daemon(
+        worker, write_config(tmp_path / "c.json", workflows=workflows.ALL), "--worker-id", "sqlalchemy-app"
+    )
+    d.wait_event("worker_started", timeout=30)
     try:
         seen = {who: sqlalchemy_app.run(app) for who, app in apps.items()}
     finally:
-        stop(d)
+        d.stop_cleanly()
     for who, saw in seen.items():
         other = next(v for k, v in seen.items() if k != who)
         mine = saw["finished"]["visible_jobs"]
