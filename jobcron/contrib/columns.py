@@ -22,6 +22,7 @@ TABLES = (
     "schedule_executions",
     "job_workers",
     "job_pauses",
+    "jobcron_tokens",
 )
 
 APP = "app"

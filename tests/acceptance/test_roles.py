@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from tests import workflows
 from tests.acceptance.daemon import Daemon, write_config
 from tests.factories import insert_job
+from jobcron.contrib.columns import TABLES
 from tests.ops_cli import run
 from tests.roles import Roles
 
@@ -92,6 +93,7 @@ def test_daemon_as_worker_role_and_enqueue_as_enqueuer_role(
     refused(enqueuer, "UPDATE insights SET content = '{}'")
     refused(enqueuer, "INSERT INTO insights (content) VALUES ('{}')")
     refused(enqueuer, "SELECT * FROM job_workers")
+    refused(enqueuer, "SELECT * FROM jobcron_tokens")  # the web surface's tokens: the owner's alone
     refused(enqueuer, "INSERT INTO job_pauses (job_type) VALUES ('*')")
     # what the worker may not do
     assert "must be owner" in refused(worker, "DROP TABLE processing_jobs")
@@ -102,10 +104,11 @@ def test_daemon_as_worker_role_and_enqueue_as_enqueuer_role(
     refused(worker, "DELETE FROM insights")
     refused(worker, "DELETE FROM files")
     refused(worker, "DELETE FROM job_schedules")
+    refused(worker, "SELECT * FROM jobcron_tokens")
     refused(worker, "INSERT INTO jobcron_migrations (version, name, checksum) VALUES (99, 'x', 'y')")
     # and the owner's tables are all still there
     tables = conn.execute("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'").fetchone()
-    assert tables is not None and tables["n"] == 8
+    assert tables is not None and tables["n"] == len(TABLES)
 
 
 def test_row_security_each_enqueuing_role_reads_only_its_own_jobs(
