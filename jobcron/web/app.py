@@ -8,6 +8,7 @@ for the whole process, fanned out to every client (jobcron.web.events).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -27,6 +29,7 @@ from jobcron.config import Config
 from jobcron.db import DB_UNAVAILABLE, check_schema, connect_args, scrub
 from jobcron.durations import parse_duration
 from jobcron.errors import InvalidInput, JobCronError, JobNotFound, ScheduleNotFound
+from jobcron.schedules import manage as schedules_manage
 from jobcron.web.events import EventHub
 
 API_MAX_LIST = 500
@@ -231,6 +234,117 @@ async def events(request: Request, who: Viewer) -> StreamingResponse:
     return StreamingResponse(
         _web(request).hub.stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )
+
+
+# the body keys of POST/PUT /api/schedules: `job_cron schedules add|update`'s options by name
+SCHEDULE_KEYS = (
+    "job_type",
+    "kind",
+    "run_at",
+    "every",
+    "at",
+    "weekdays",
+    "day_of_month",
+    "cron_expression",
+    "timezone",
+    "start",
+    "end",
+    "max_executions",
+    "metadata",
+    "user_id",
+    "priority",
+    "file_id",
+    "business_description",
+    "timeout_seconds",
+    "max_retries",
+)
+_AS_TEXT = ("run_at", "every", "at", "weekdays", "start", "end", "max_executions")
+
+
+def _schedule_flags(body: dict[str, Any], extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON body as the CLI's schedule options: the same parsers, so the same rules and messages."""
+    unknown = sorted(k for k in body if k not in (*SCHEDULE_KEYS, *extra))
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r} (known: {', '.join(SCHEDULE_KEYS)})")
+    flags: dict[str, Any] = {}
+    for key in SCHEDULE_KEYS:
+        value = body.get(key)
+        if value is None:
+            continue
+        if key == "metadata":
+            value = value if isinstance(value, str) else json.dumps(value)
+        elif key in _AS_TEXT:
+            value = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        flags[key] = value
+    return flags
+
+
+def _saved(saved: schedules_manage.Saved) -> dict[str, Any]:
+    return {"id": saved.schedule_id, "next_run_at": saved.next_run_at, "description": saved.description}
+
+
+@api.post("/schedules", status_code=201)
+def schedule_add(request: Request, who: Admin, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    """Create a schedule: {"name", "job_type", "kind", ... `schedules add`'s options, "paused"}."""
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise InvalidInput("name: required (the schedule's name)")
+    fields = schedules_manage.new_definition(name, _schedule_flags(body, ("name", "paused")))
+    with _db(request) as conn:
+        return _saved(schedules_manage.add(conn, name, fields, paused=bool(body.get("paused"))))
+
+
+@api.get("/schedules")
+def schedule_list(request: Request, who: Viewer) -> dict[str, Any]:
+    """Every schedule, described, with its run count and next run."""
+    with _db(request) as conn:
+        return {"schedules": jsonable_encoder(schedules_manage.list_all(conn))}
+
+
+@api.get("/schedules/due")
+def schedule_due(request: Request, who: Viewer) -> dict[str, Any]:
+    """Enabled schedules whose next run has come."""
+    with _db(request) as conn:
+        return {"schedules": jsonable_encoder(schedules_manage.due(conn))}
+
+
+@api.get("/schedules/{key}")
+def schedule_show(
+    request: Request, key: str, who: Viewer, limit: Annotated[int, Query(ge=1, le=500)] = 20
+) -> dict[str, Any]:
+    """One schedule (by id or name), its latest executions and their outcomes."""
+    with _db(request) as conn:
+        row, executions, tally = schedules_manage.show(conn, key, limit)
+    found: dict[str, Any] = jsonable_encoder({"schedule": row, "executions": executions, "tally": tally})
+    return found
+
+
+@api.put("/schedules/{key}")
+def schedule_update(
+    request: Request, key: str, who: Admin, body: Annotated[dict[str, Any], Body()]
+) -> dict[str, Any]:
+    """Change a schedule (keys not given keep their value); {"enabled": false|true} pauses or resumes it."""
+    enabled = body.get("enabled")
+    flags = _schedule_flags(body, ("enabled",))
+    with _db(request) as conn:
+        out: dict[str, Any] = {}
+        if flags:
+            out = _saved(schedules_manage.update(conn, key, flags))
+        if enabled is not None:
+            row, next_run = schedules_manage.set_enabled(conn, key, bool(enabled))
+            out = {**out, "id": row["id"], "enabled": bool(enabled), "next_run_at": next_run}
+    if not out:
+        raise InvalidInput("nothing to change: give schedule fields or enabled")
+    changed: dict[str, Any] = jsonable_encoder(out)
+    return changed
+
+
+@api.delete("/schedules/{key}")
+def schedule_remove(request: Request, key: str, who: Admin) -> dict[str, Any]:
+    """Delete a schedule and its execution records (the jobs it enqueued stay)."""
+    with _db(request) as conn:
+        row = schedules_manage.remove(conn, key)
+    return {"id": row["id"], "name": row["name"], "removed": True}
 
 
 def _errors(app: FastAPI) -> None:

@@ -193,3 +193,40 @@ def test_the_openapi_page_lists_the_endpoints(web: tuple[TestClient, dict[str, s
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/status", "/api/jobs", "/api/jobs/{job_id}/cancel", "/api/events"} <= set(paths)
     assert client.get("/docs").status_code == 200
+
+
+def test_schedules_crud_with_the_cli_s_rules(web: tuple[TestClient, dict[str, str]]) -> None:
+    client, tokens = web
+    made = call(
+        client,
+        "admin",
+        tokens,
+        "POST",
+        "/api/schedules",
+        json={"name": "nightly", "job_type": "noop", "kind": "daily", "at": "02:30", "metadata": {"k": 1}},
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["next_run_at"] and "02:30" in made.json()["description"]
+    key = str(made.json()["id"])
+    assert call(client, "viewer", tokens, "POST", "/api/schedules", json={"name": "x"}).status_code == 403
+    listed = call(client, "viewer", tokens, "GET", "/api/schedules").json()["schedules"]
+    assert [s["name"] for s in listed] == ["nightly"]
+    shown = call(client, "viewer", tokens, "GET", f"/api/schedules/{key}").json()
+    assert shown["schedule"]["metadata"] == {"k": 1} and shown["executions"] == []
+    changed = call(client, "admin", tokens, "PUT", "/api/schedules/nightly", json={"at": "03:00"}).json()
+    assert "03:00" in changed["description"]
+    paused = call(client, "admin", tokens, "PUT", f"/api/schedules/{key}", json={"enabled": False}).json()
+    assert paused["enabled"] is False and paused["next_run_at"] is None
+    assert call(client, "viewer", tokens, "GET", "/api/schedules/due").json() == {"schedules": []}
+    bad = [
+        ({"name": "b", "job_type": "noop", "kind": "daily", "at": "25:00"}, "at"),
+        ({"name": "b", "job_type": "noop", "kind": "cron", "cron_expression": "99 * * * *"}, "cron"),
+        ({"name": "b", "job_type": "noop", "kind": "interval", "every": "soon"}, "every"),
+        ({"name": "b", "job_type": "noop", "kind": "interval", "every": "1h", "colour": "red"}, "colour"),
+        ({"job_type": "noop", "kind": "interval", "every": "1h"}, "name"),
+    ]
+    for body, words in bad:
+        answer = call(client, "admin", tokens, "POST", "/api/schedules", json=body)
+        assert answer.status_code == 422 and words in answer.text, (body, answer.text)
+    assert call(client, "admin", tokens, "DELETE", "/api/schedules/nightly").json()["removed"] is True
+    assert call(client, "viewer", tokens, "GET", "/api/schedules/nightly").status_code == 404
