@@ -9,15 +9,16 @@ for the whole process, fanned out to every client (jobcron.web.events).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -31,34 +32,27 @@ from jobcron.durations import parse_duration
 from jobcron.errors import InvalidInput, JobCronError, JobNotFound, ScheduleNotFound
 from jobcron.schedules import manage as schedules_manage
 from jobcron.web.events import EventHub
+from jobcron.web.pages import pages
+from jobcron.web.state import Web, _db, _web
 
 API_MAX_LIST = 500
-
-
-@dataclass(frozen=True)
-class Web:
-    """What every request of one app shares: the configuration, the pool, the event hub."""
-
-    config: Config
-    dsn: str
-    pool: ConnectionPool[Any]
-    hub: EventHub
-
-
-def _web(request: Request) -> Web:
-    web: Web = request.app.state.web
-    return web
-
-
-@contextmanager
-def _db(request: Request) -> Iterator[Any]:
-    with _web(request).pool.connection() as conn:
-        yield conn
+SESSION_COOKIE = "jobcron_session"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def identity(request: Request, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
-    """The token's {name, role}; 401 without a valid `Authorization: Bearer` token."""
+    """The token's {name, role}; 401 without a valid `Authorization: Bearer` token.
+
+    A dashboard session's cookie counts for reads (the pages' event stream: EventSource cannot send
+    a header); an action through the API always needs the header, so no other site can make a
+    logged-in browser act.
+    """
     scheme, _, token = (authorization or "").partition(" ")
+    if not authorization and request.method == "GET" and request.cookies.get(SESSION_COOKIE):
+        scheme, token = "bearer", request.cookies[SESSION_COOKIE]
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(
             401, "credentials needed: Authorization: Bearer <token from job_cron tokens create>"
@@ -402,5 +396,17 @@ def create_app(config: Config, *, pool_size: int = 4) -> FastAPI:
     )
     app.state.web = web
     app.include_router(api)
+    app.include_router(pages)
+    app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static")
     _errors(app)
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Any:
+        answer = await call_next(request)
+        if not request.url.path.startswith(("/docs", "/redoc")):  # the OpenAPI page loads its own assets
+            answer.headers["Content-Security-Policy"] = CSP
+        answer.headers["X-Content-Type-Options"] = "nosniff"
+        answer.headers["Referrer-Policy"] = "same-origin"
+        return answer
+
     return app

@@ -1,4 +1,7 @@
-"""The event stream: one LISTEN connection on jobcron_events for the whole web process, every client fed from it.
+"""The event stream: one LISTEN connection for the whole web process, every client fed from it.
+
+`event: jobs` carries each jobcron_events payload (jobs that finished or went back to pending),
+`event: queue` each jobcron_jobs one (jobs were inserted or a slot freed); claims send nothing.
 
 The first client starts the listener; each client gets a bounded queue of payloads. A client that
 reads too slowly loses the oldest payloads and is told so (`event: lagged`), never slowing the others.
@@ -42,9 +45,13 @@ class EventHub:
                     self._dsn, autocommit=True, **self._params
                 ) as conn:
                     await conn.execute("LISTEN jobcron_events")
+                    await conn.execute("LISTEN jobcron_jobs")
                     self._publish('{"listening": true}', event="ready")
                     async for notify in conn.notifies():
-                        self._publish(notify.payload)
+                        # jobcron_events: jobs that moved (docs/clients.md); jobcron_jobs: new jobs
+                        self._publish(
+                            notify.payload, "jobs" if notify.channel == "jobcron_events" else "queue"
+                        )
             except psycopg.Error:
                 self._publish('{"listening": false}', event="reconnecting")
                 await asyncio.sleep(1.0)  # the database is away: try again, the clients stay connected

@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from jobcron.contrib.columns import TABLES
 from tests import workflows
 from tests.acceptance.daemon import Daemon, write_config
 from tests.factories import insert_job
-from jobcron.contrib.columns import TABLES
 from tests.ops_cli import run
 from tests.roles import Roles
 
