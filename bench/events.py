@@ -6,11 +6,13 @@
   trigger runs also keep an application LISTENing on jobcron_events and reading every payload.
 - latency: one client enqueues a noop job and learns it finished, one job at a time against one
   idle daemon: jobcron.wait() (a connection of its own per call), a Waiter (one connection kept),
-  and a loop polling the row every 50 ms, interleaved.
+  the same two of jobcron.aio on an AsyncConnection, and a loop polling the row every 50 ms,
+  interleaved in one run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import psycopg
 
 import jobcron
+import jobcron.aio
 from bench.harness import Result, Run, Server, connect, daemons, drain_rate, median, percentile, wait_until
 from bench.workloads import Sizes, _config, _insert_noop
 from jobcron.results import Waiter
@@ -119,42 +122,73 @@ def _poll(conn: Any, job_id: str, gap: float, timeout: float) -> None:
     raise RuntimeError(f"job {job_id} not finished in {timeout} s")
 
 
+LATENCY_WAYS = ("wait", "waiter", "aio_wait", "aio_waiter", "poll")
+LATENCY_LABELS = {
+    "wait": "jobcron.wait() (own connection)",
+    "waiter": "Waiter.wait() (connection kept)",
+    "aio_wait": "jobcron.aio.wait() (own connection)",
+    "aio_waiter": "AsyncWaiter.wait() (connection kept)",
+    "poll": "poll every 50 ms",
+}
+
+
+async def _latency_samples(dsn: str, samples: int, log_dir: Path) -> dict[str, list[float]]:
+    """ms per job for every way, interleaved one job at a time against one idle daemon.
+
+    The loop is asyncio's so that the async ways run as an application would run them; the sync ways
+    block it while they wait, which is what they do in a sync application too.
+    """
+    figures: dict[str, list[float]] = {how: [] for how in LATENCY_WAYS}
+    with (
+        connect(dsn) as conn,
+        Waiter(conn) as waiter,
+        daemons(dsn, 1, _config(), "--interval", "5", log_dir=log_dir) as group,
+    ):
+        group.wait_ready(conn)
+        async with (
+            await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn,
+            jobcron.aio.AsyncWaiter(aconn) as awaiter,
+        ):
+            for i in range(samples * len(LATENCY_WAYS)):
+                how = LATENCY_WAYS[i % len(LATENCY_WAYS)]  # interleaved: the same daemon, the same moment
+                began = time.perf_counter()
+                if how.startswith("aio_"):
+                    job_id = await jobcron.aio.enqueue(aconn, "noop")
+                    if how == "aio_wait":
+                        await jobcron.aio.wait(aconn, job_id, timeout=10)
+                    else:
+                        await awaiter.wait(job_id, timeout=10)
+                else:
+                    job_id = jobcron.enqueue(conn, "noop")
+                    if how == "wait":
+                        jobcron.wait(conn, job_id, timeout=10)
+                    elif how == "waiter":
+                        waiter.wait(job_id, timeout=10)
+                    else:
+                        _poll(conn, job_id, 0.05, 10)
+                figures[how].append((time.perf_counter() - began) * 1000)
+                await asyncio.sleep(0.02)
+    return figures
+
+
 def run_latency(run: Run, server: Server, sizes: Sizes, log_dir: Path) -> None:
-    """ms from enqueue to the client knowing the job finished: wait(), a Waiter, polling every 50 ms."""
+    """ms from enqueue to the client knowing the job finished: sync and asyncio waits, polling every 50 ms."""
     samples = 60 if sizes.repeats == 1 else 300
-    ways = ("wait", "waiter", "poll")
-    figures: dict[str, list[float]] = {how: [] for how in ways}
     dsn = server.fresh()
     try:
-        with (
-            connect(dsn) as conn,
-            Waiter(conn) as waiter,
-            daemons(dsn, 1, _config(), "--interval", "5", log_dir=log_dir) as group,
-        ):
-            group.wait_ready(conn)
-            for i in range(samples * len(ways)):
-                how = ways[i % len(ways)]  # interleaved: the same daemon, the same moment
-                began = time.perf_counter()
-                job_id = jobcron.enqueue(conn, "noop")
-                if how == "wait":
-                    jobcron.wait(conn, job_id, timeout=10)
-                elif how == "waiter":
-                    waiter.wait(job_id, timeout=10)
-                else:
-                    _poll(conn, job_id, 0.05, 10)
-                figures[how].append((time.perf_counter() - began) * 1000)
-                time.sleep(0.02)
+        figures = asyncio.run(_latency_samples(dsn, samples, log_dir))
     finally:
         server.drop(dsn)
-    labels = {
-        "wait": "jobcron.wait() (own connection)",
-        "waiter": "Waiter.wait() (connection kept)",
-        "poll": "poll every 50 ms",
-    }
-    for how in ways:
+    for how in LATENCY_WAYS:
         for q in (50, 99):
             run.add(
-                Result("events", f"enqueue -> known, {labels[how]}, p{q}", percentile(figures[how], q), "ms")
+                Result(
+                    "events",
+                    f"enqueue -> known, {LATENCY_LABELS[how]}, p{q}",
+                    percentile(figures[how], q),
+                    "ms",
+                    note=f"{len(figures[how])} jobs",
+                )
             )
 
 
