@@ -5,54 +5,56 @@
         job = await jobcron.aio.wait(conn, job_id, timeout=60)
 
 The same functions as `jobcron`'s, with the same arguments, results, errors and transaction rules;
-only awaited. Nothing here is a second copy of them: the fields are checked by `jobcron.client`'s
-functions, the statements and what is made of their results are the generators of
-`jobcron.store.steps` (`enqueue_one_work`, `enqueue_stream_work`, `get_job_work`), and a wait is
-`jobcron.results.wait_work`, all run here by the async driver `arun` where the sync API runs them
-with `run`. What is this module's own: awaiting, and the async LISTEN.
+only awaited. Nothing here is a second copy of them:
+
+- the fields are checked by `jobcron.client`'s pure functions (`enqueue_params`, `check_rows`);
+- the database work is written once, as sans-IO generators that yield steps (`jobcron.store.steps`:
+  a named query, a statement, a COPY, an atomic unit) and receive their results:
+  `client.enqueue_work` (the dedup retry around `store.enqueue_one_work`: the file row, then the
+  job or the holder of its dedup_key), `client.enqueue_many_work` (`store.enqueue_stream_work`:
+  COPY straight into the queue, through the staging table from the first row that needs it),
+  `results.get_job_work` (the job, its insights), `results.wait_work` (LISTEN, read, wait for a
+  mention or the poll, re-read, time out; "not committed yet" or "no such job");
+- which connection state gets a transaction or a savepoint of its own is the `Atomic` step's rule
+  (`steps.own_transaction`), applied by both drivers;
+- `jobcron` executes the steps with `steps.run` on a `psycopg.Connection`, this module with
+  `steps.arun` on an `AsyncConnection`.
+
+What is this module's own: awaiting, and the two steps of a wait that are not SQL (until a
+notification mentions the job, a read inside the caller's transaction), done with asyncio.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import aclosing
 from typing import Any
 
 import psycopg
-from psycopg import pq
 
-from jobcron import store
 from jobcron.client import (
-    DEDUP_ATTEMPTS,
     DEFAULT_MAX_METADATA_BYTES,
     check_rows,
-    dedup_unresolved,
     enqueue_many_work,
     enqueue_params,
-    own_transaction,
+    enqueue_work,
 )
 from jobcron.drivers import require_async
 from jobcron.results import (
     DEFAULT_POLL_SECONDS,
     Job,
-    ReadJob,
+    UntilMentioned,
+    WaitStep,
     get_job_work,
+    in_transaction,
     listener_conninfo,
     mentions,
-    not_found_work,
-    read_work,
+    stop_listening_work,
     wait_work,
 )
 from jobcron.store.steps import arun
 
 __all__ = ["AsyncWaiter", "enqueue", "enqueue_many", "enqueue_one", "get_job", "wait"]
-
-
-def _atomic(conn: psycopg.AsyncConnection[Any]) -> AbstractAsyncContextManager[Any]:
-    """As jobcron.client's: a transaction or savepoint of its own only where the rule says so."""
-    if own_transaction(conn.autocommit, conn.info.transaction_status):
-        return conn.transaction()
-    return nullcontext()
 
 
 async def enqueue(
@@ -63,8 +65,9 @@ async def enqueue(
     **fields: Any,
 ) -> str:
     """Enqueue one job and return its id (with a dedup_key already pending or running: that job's id)."""
-    found = await enqueue_one(conn, {"job_type": job_type, **fields}, max_metadata_bytes=max_metadata_bytes)
-    return found[0]
+    conn = require_async(conn, "jobcron.aio.enqueue")
+    params = enqueue_params({"job_type": job_type, **fields}, max_metadata_bytes)
+    return (await arun(conn, enqueue_work(params)))[0]
 
 
 async def enqueue_one(
@@ -74,14 +77,8 @@ async def enqueue_one(
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
 ) -> tuple[str, bool]:
     """Enqueue one job: (id, created); created is False when its dedup_key was already pending or running."""
-    conn = require_async(conn, "jobcron.aio.enqueue")
-    params = enqueue_params(fields, max_metadata_bytes)
-    for _ in range(DEDUP_ATTEMPTS):
-        async with _atomic(conn):
-            found = await arun(conn, store.enqueue_one_work(params))
-        if found is not None:
-            return found
-    raise dedup_unresolved(params)
+    conn = require_async(conn, "jobcron.aio.enqueue_one")
+    return await arun(conn, enqueue_work(enqueue_params(fields, max_metadata_bytes)))
 
 
 async def enqueue_many(
@@ -92,12 +89,7 @@ async def enqueue_many(
 ) -> int:
     """Enqueue many jobs with COPY, all or nothing; how many were inserted (dedup_key repeats are skipped)."""
     conn = require_async(conn, "jobcron.aio.enqueue_many")
-    checked = check_rows(rows, max_metadata_bytes)
-    if not checked:
-        return 0
-    async with _atomic(conn):
-        inserted, _ = await arun(conn, enqueue_many_work(checked))
-    return inserted
+    return await arun(conn, enqueue_many_work(check_rows(rows, max_metadata_bytes)))
 
 
 async def get_job(conn: psycopg.AsyncConnection[Any], job_id: Any, *, insights: bool = False) -> Job:
@@ -143,7 +135,7 @@ class AsyncWaiter:
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._own is not None and self._own.broken:
-            await self.close()
+            await self.close()  # a server restart since the last wait: connect again
         if self._own is None:
             self._own = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         return self._own
@@ -156,28 +148,27 @@ class AsyncWaiter:
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         insights: bool = False,
     ) -> Job:
-        """As `jobcron.wait`, on this waiter's connection."""
-        work = wait_work(job_id, timeout, poll_seconds, insights)
+        """As `jobcron.results.Waiter.wait`, awaited."""
         own = await self._connection()
-        await own.execute("LISTEN jobcron_events")
+
+        async def other(step: WaitStep) -> Any:
+            if isinstance(step, UntilMentioned):
+                return await _until_mentioned(own, step.job_id, step.seconds)
+            return await arun(self._caller, step.work) if in_transaction(self._caller) else None
+
         try:
-            answer: Any = None
-            while True:
-                step = work.send(answer)
-                if isinstance(step, ReadJob):
-                    answer = await arun(own, read_work(step.job_id, step.insights))
-                else:
-                    async for notify in own.notifies(timeout=step.seconds):
-                        if mentions(notify.payload, step.job_id):
-                            break
-                    answer = None
-        except StopIteration as done:
-            if done.value is None:
-                in_tx = self._caller.info.transaction_status == pq.TransactionStatus.INTRANS
-                raise await arun(self._caller, not_found_work(job_id, in_tx)) from None
-            return done.value  # type: ignore[no-any-return]
+            return await arun(own, wait_work(job_id, timeout, poll_seconds, insights), other)
         finally:
             if not own.broken:
-                await own.execute("UNLISTEN jobcron_events")
+                await arun(own, stop_listening_work())
                 async for _ in own.notifies(timeout=0):
                     pass  # what arrived meanwhile is stale for the next wait
+
+
+async def _until_mentioned(own: psycopg.AsyncConnection[Any], job_id: str, seconds: float) -> None:
+    """Return when a notification may concern this job, or after seconds (the safety-net poll)."""
+    # closed at once: left to the collector, the generator would hold the connection's lock meanwhile
+    async with aclosing(own.notifies(timeout=seconds)) as notifies:
+        async for notify in notifies:
+            if mentions(notify.payload, job_id):
+                return

@@ -14,20 +14,18 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
 import psycopg
-from psycopg import pq
 
 from jobcron import store
 from jobcron.drivers import require_sync
 from jobcron.durations import parse_instant
 from jobcron.errors import InvalidInput, JobCronError, JsonRefused
 from jobcron.jsontext import parse_json
-from jobcron.store.steps import Work, run
+from jobcron.store.steps import Atomic, Work, run
 
 FIELDS = (
     "job_type",
@@ -217,23 +215,6 @@ def validate(
     return {name: value for name, value in zip(FIELDS, checked, strict=True) if value is not None}
 
 
-def own_transaction(autocommit: bool, status: pq.TransactionStatus) -> bool:
-    """Whether enqueueing opens a transaction (or savepoint) of its own on a connection in this state.
-
-    autocommit: a short transaction of its own; inside the caller's transaction: a savepoint, so a
-    refused row does not abort it; idle and not autocommit: no, the statements open the transaction
-    that the caller commits or rolls back. The same rule for the sync and the async API.
-    """
-    return autocommit or status == pq.TransactionStatus.INTRANS
-
-
-def _atomic(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
-    """One atomic unit that never commits a transaction the caller owns."""
-    if own_transaction(conn.autocommit, conn.info.transaction_status):
-        return conn.transaction()
-    return nullcontext()
-
-
 def _file_facts(path: str) -> tuple[str, int | None]:
     """The file's base name and, when it is readable here, its size."""
     try:
@@ -288,6 +269,15 @@ def dedup_unresolved(params: Mapping[str, Any]) -> JobCronError:
     )
 
 
+def enqueue_work(params: dict[str, Any]) -> Work[tuple[str, bool]]:
+    """One job's insert as one atomic unit, tried again when the job holding its dedup_key finished meanwhile."""
+    for _ in range(DEDUP_ATTEMPTS):
+        found: tuple[str, bool] | None = yield Atomic(store.enqueue_one_work(params))
+        if found is not None:
+            return found
+    raise dedup_unresolved(params)
+
+
 def enqueue_one(
     conn: psycopg.Connection[Any],
     fields: Mapping[str, Any],
@@ -296,13 +286,7 @@ def enqueue_one(
 ) -> tuple[str, bool]:
     """Enqueue one job: (id, created); created is False when its dedup_key was already pending or running."""
     conn = require_sync(conn, "jobcron.enqueue")
-    params = enqueue_params(fields, max_metadata_bytes)
-    for _ in range(DEDUP_ATTEMPTS):
-        with _atomic(conn):
-            found = run(conn, store.enqueue_one_work(params))
-        if found is not None:
-            return found
-    raise dedup_unresolved(params)
+    return run(conn, enqueue_work(enqueue_params(fields, max_metadata_bytes)))
 
 
 def time_ordered_ids() -> Iterator[str]:
@@ -375,10 +359,14 @@ def check_rows(rows: Iterable[Mapping[str, Any]], max_metadata_bytes: int) -> li
     return checked
 
 
-def enqueue_many_work(checked: list[tuple[Any, ...]]) -> Work[tuple[int, int]]:
-    """The COPY of checked rows, with time-ordered ids, as steps for either driver."""
+def enqueue_many_work(checked: list[tuple[Any, ...]]) -> Work[int]:
+    """The COPY of checked rows, with time-ordered ids, as one atomic unit; how many were inserted."""
+    if not checked:
+        return 0
     ids = time_ordered_ids()
-    return store.enqueue_stream_work(lambda now: (copy_row(c, ids, now.isoformat()) for c in checked))
+    rows = store.enqueue_stream_work(lambda now: (copy_row(c, ids, now.isoformat()) for c in checked))
+    counts: tuple[int, int] = yield Atomic(rows)
+    return counts[0]
 
 
 def enqueue_many(
@@ -392,12 +380,7 @@ def enqueue_many(
     Every row is checked before the database sees any of them; an error names the row and the field.
     """
     conn = require_sync(conn, "jobcron.enqueue_many")
-    checked = check_rows(rows, max_metadata_bytes)
-    if not checked:
-        return 0
-    with _atomic(conn):
-        inserted, _ = run(conn, enqueue_many_work(checked))
-    return inserted
+    return run(conn, enqueue_many_work(check_rows(rows, max_metadata_bytes)))
 
 
 __all__ = [
@@ -412,7 +395,7 @@ __all__ = [
     "enqueue_many_work",
     "enqueue_one",
     "enqueue_params",
-    "own_transaction",
+    "enqueue_work",
     "time_ordered_ids",
     "validate",
 ]

@@ -16,6 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Generator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,9 +27,9 @@ from psycopg.conninfo import make_conninfo
 
 from jobcron import store
 from jobcron.drivers import require_sync
-from jobcron.errors import InvalidInput, JobCronError, JobNotFound, WaitTimeout
+from jobcron.errors import InvalidInput, JobNotFound, WaitTimeout
 from jobcron.models import FINAL_STATUSES
-from jobcron.store.steps import Work, run
+from jobcron.store.steps import Exec, Step, Work, run
 
 CHANNEL = "jobcron_events"
 DEFAULT_POLL_SECONDS = 1.0
@@ -142,14 +143,6 @@ def wait(
 
 
 @dataclass(frozen=True)
-class ReadJob:
-    """A wait's step: read the job on the listening connection; receives the Job or None."""
-
-    job_id: str
-    insights: bool
-
-
-@dataclass(frozen=True)
 class UntilMentioned:
     """A wait's step: return when a notification may concern the job, or after seconds."""
 
@@ -157,43 +150,54 @@ class UntilMentioned:
     seconds: float
 
 
-WaitStep = ReadJob | UntilMentioned
+@dataclass(frozen=True)
+class InCallersTransaction:
+    """A wait's step: run `work` on the caller's connection if a transaction is open there, else answer None.
+
+    Only inside the caller's transaction can a job be there that the wait's own connection cannot
+    see; and a read on an idle connection that is not autocommit would open a transaction on it.
+    """
+
+    work: Work[Any]
+
+
+WaitStep = UntilMentioned | InCallersTransaction
 
 
 def wait_work(
     job_id: Any, timeout: float | None, poll_seconds: float, insights: bool
-) -> Generator[WaitStep, Any, Job | None]:
-    """What every wait does, on a connection that LISTENs already; None: no such job when it began.
+) -> Generator[Step | WaitStep, Any, Job]:
+    """What every wait does, as steps on the wait's own connection (and UntilMentioned, InCallersTransaction).
 
-    Read after LISTEN: an ending committed from then on is notified, one committed before is seen by
-    that first read. Then re-read whenever an event may concern the job, and every poll_seconds.
+    LISTEN before the first read: an ending committed from then on is notified, one committed before
+    is seen by that read. Then re-read whenever an event may concern the job, and every poll_seconds.
     """
     job_id = _job_id(job_id)
     if poll_seconds <= 0:
         raise InvalidInput(f"poll_seconds: must be positive, got {poll_seconds}")
     deadline = None if timeout is None else time.monotonic() + timeout
-    job: Job | None = yield ReadJob(job_id, insights)
+    yield Exec("wait_listen")
+    job = yield from read_work(job_id, insights)
     if job is None:
-        return None
+        if (yield InCallersTransaction(read_work(job_id, False))) is not None:
+            raise JobNotFound(
+                f"job {job_id} is not committed yet: commit the transaction that enqueued it, then wait"
+            )
+        raise JobNotFound(f"no job with id {job_id}")
     while not job.finished:
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             raise WaitTimeout(f"job {job_id} not finished within {timeout} s (status {job.status})", job)
         yield UntilMentioned(job_id, poll_seconds if left is None else min(left, poll_seconds))
-        job = yield ReadJob(job_id, insights)
+        job = yield from read_work(job_id, insights)
         if job is None:
             raise JobNotFound(f"job {job_id} was deleted while waiting for it")
     return job
 
 
-def not_found_work(job_id: Any, caller_in_transaction: bool) -> Work[JobCronError]:
-    """JobNotFound, saying so when the job exists only in the caller's uncommitted transaction."""
-    job_id = _job_id(job_id)
-    if caller_in_transaction and (yield from read_work(job_id, False)) is not None:
-        return JobNotFound(
-            f"job {job_id} is not committed yet: commit the transaction that enqueued it, then wait"
-        )
-    return JobNotFound(f"no job with id {job_id}")
+def in_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a transaction is open on conn (what InCallersTransaction asks)."""
+    return conn.info.transaction_status == pq.TransactionStatus.INTRANS
 
 
 class Waiter:
@@ -237,35 +241,34 @@ class Waiter:
         insights: bool = False,
     ) -> Job:
         """As `jobcron.wait`, on this waiter's connection."""
-        work = wait_work(job_id, timeout, poll_seconds, insights)
         own = self._connection()
-        own.execute("LISTEN jobcron_events")
+
+        def other(step: WaitStep) -> Any:
+            if isinstance(step, UntilMentioned):
+                return _until_mentioned(own, step.job_id, step.seconds)
+            return run(self._caller, step.work) if in_transaction(self._caller) else None
+
         try:
-            answer: Any = None
-            while True:
-                step = work.send(answer)
-                if isinstance(step, ReadJob):
-                    answer = run(own, read_work(step.job_id, step.insights))
-                else:
-                    _until_mentioned(own, step.job_id, step.seconds)
-                    answer = None
-        except StopIteration as done:
-            if done.value is None:
-                in_tx = self._caller.info.transaction_status == pq.TransactionStatus.INTRANS
-                raise run(self._caller, not_found_work(job_id, in_tx)) from None
-            return done.value  # type: ignore[no-any-return]
+            return run(own, wait_work(job_id, timeout, poll_seconds, insights), other)
         finally:
             if not own.broken:
-                own.execute("UNLISTEN jobcron_events")
+                run(own, stop_listening_work())
                 for _ in own.notifies(timeout=0):
                     pass  # what arrived meanwhile is stale for the next wait
 
 
+def stop_listening_work() -> Work[None]:
+    """UNLISTEN at the end of a wait, however it ended."""
+    yield Exec("wait_unlisten")
+
+
 def _until_mentioned(own: psycopg.Connection[Any], job_id: str, seconds: float) -> None:
     """Return when a notification may concern this job, or after seconds (the safety-net poll)."""
-    for notify in own.notifies(timeout=seconds):
-        if mentions(notify.payload, job_id):
-            return
+    # closed at once, not when collected: the generator holds the connection's lock until it ends
+    with closing(own.notifies(timeout=seconds)) as notifies:
+        for notify in notifies:
+            if mentions(notify.payload, job_id):
+                return
 
 
 def mentions(payload: str, job_id: str) -> bool:
@@ -286,14 +289,17 @@ def mentions(payload: str, job_id: str) -> bool:
 
 __all__ = [
     "CHANNEL",
+    "InCallersTransaction",
     "Job",
-    "ReadJob",
     "UntilMentioned",
     "Waiter",
     "get_job",
     "get_job_work",
+    "in_transaction",
+    "listener_conninfo",
     "mentions",
-    "not_found_work",
+    "read_work",
+    "stop_listening_work",
     "wait",
     "wait_work",
 ]

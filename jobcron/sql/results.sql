@@ -14,3 +14,11 @@ SELECT id, insight_type, content, confidence_score, created_at
 FROM insights
 WHERE job_id = %(id)s::uuid
 ORDER BY created_at, id;
+
+-- name: wait_listen
+-- A wait's connection hears of endings from here on (before its first read of the job, so none is missed).
+LISTEN jobcron_events;
+
+-- name: wait_unlisten
+-- The wait is over: a connection that listens and is not read holds back the server's notification queue.
+UNLISTEN jobcron_events;

@@ -24,6 +24,8 @@ _TRANSLATED: dict[tuple[type[StoreError], type[psycopg.Error]], type[StoreError]
 
 def translated_class(exc: psycopg.Error) -> type[StoreError] | None:
     """The jobcron error a driver error stands for: only integrity errors naming a constraint."""
+    if isinstance(exc, StoreError):
+        return None  # translated already, by a translate() nested in this one
     if not isinstance(exc, psycopg.errors.IntegrityError):
         return None  # outages, lock timeouts, data errors: the callers' policies are about those as they are
     constraint = exc.diag.constraint_name

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from jobcron.contrib.columns import TABLES as JOBCRON_TABLES
 from tests.ops_cli import run
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -21,16 +22,7 @@ EVIL = [
     "%s %(job_type)s {0} \\' \\\\",
     "x' UNION SELECT password FROM pg_shadow --",
 ]
-TABLES = {
-    "files",
-    "insights",
-    "job_pauses",
-    "job_schedules",
-    "job_workers",
-    "jobcron_migrations",
-    "processing_jobs",
-    "schedule_executions",
-}
+TABLES = set(JOBCRON_TABLES)  # every table the migrations create
 
 
 def tables(conn: Conn) -> set[str]:
