@@ -1,11 +1,13 @@
 """A Django 5 application that enqueues through jobcron.contrib.django, run as its own process.
 
-`python -m tests.clientapps.django_app CONNINFO [--samples N]` configures Django for the database
-and role in CONNINFO, enqueues a job with a file and one without metadata through the ORM, waits for
-each with jobcron.wait on the connection Django holds, reads result and insights back through the
-ORM, and prints one JSON object with what it saw. With --samples N it also times N noop jobs from
-`create()` to wait() returning. Tests and the bench run it; each run is a fresh process because
-Django's settings are configured once per process.
+`python -m tests.clientapps.django_app CONNINFO [--samples N] [--other ID]` configures Django for the
+database and role in CONNINFO, enqueues a job with a file and one without metadata through the ORM
+(and two more with bulk_create), waits for each with jobcron.wait on the connection Django holds,
+reads result and insights back through the ORM, tries what the models refuse, and prints one JSON
+object with what it saw. --other ID: what this login sees of another login's job. With --samples N
+it also times N jobs from `create()` to wait() returning. `--migrate`: run Django's `migrate` for the
+app instead (as the tables' owner) and report the SQL it ran. Tests and the bench run it; each run is
+a fresh process because Django's settings are configured once per process.
 """
 
 from __future__ import annotations
@@ -49,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("conninfo")
     parser.add_argument("--samples", type=int, default=0)
     parser.add_argument("--job-type", default="with_insights")
+    parser.add_argument("--other", default=None)
+    parser.add_argument("--migrate", action="store_true")
     args = parser.parse_args(argv)
     configure(args.conninfo)
+    if args.migrate:
+        return migrate()
 
     from django.core.management import call_command
     from django.db import connection
@@ -85,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             "insights": sorted(i.insight_type or "" for i in job.insights.all()),
             "visible_jobs": sorted(str(i) for i in Job.objects.values_list("id", flat=True)),
         }
-        try:
-            Job(job_type="noop", status="completed")
-        except TypeError as exc:
-            out["server_owned_refused"] = str(exc)
+        out["bulk"] = bulk_created(conn)
+        out["refused"] = refused(job)
+        out["server_owned_refused"] = out["refused"]["init"]
+        if args.other:
+            out["other"] = seen_of(conn, args.other)
         buffer = _Capture()
         call_command("makemigrations", "jobcron", "--check", "--dry-run", stdout=buffer)
         out["makemigrations"] = buffer.text.strip()
@@ -105,6 +112,83 @@ def main(argv: list[str] | None = None) -> int:
 
         connections.close_all()
     json.dump(out, sys.stdout, default=str)
+    return 0
+
+
+def bulk_created(conn: Any) -> dict[str, Any]:
+    """Files and jobs made with bulk_create: each gets the id the INSERT returned, and runs."""
+    import jobcron
+    from jobcron.contrib.django.models import File, Job
+
+    files = File.objects.bulk_create([File(file_path="/data/a.csv"), File(file_path="/data/b.csv")])
+    jobs = Job.objects.bulk_create([Job(job_type="noop", file=f, priority=i) for i, f in enumerate(files)])
+    return {
+        "file_ids": [str(f.id) for f in files],
+        "job_file_ids": [str(j.file_id) for j in jobs],
+        "statuses": [j.status for j in jobs],
+        "waited": [jobcron.wait(conn, j.id, timeout=30).status for j in jobs],
+    }
+
+
+def refused(job: Any) -> dict[str, str]:
+    """What the models refuse, each with its message: a server-written column named, an unsaved file."""
+    from jobcron.contrib.django.models import File, Job
+
+    attempts = {
+        "init": lambda: Job(job_type="noop", status="completed"),
+        "update": lambda: Job.objects.filter(id=job.id).update(status="cancelled"),
+        "update_fields": lambda: job.save(update_fields=["result"]),
+        "unsaved_file": lambda: Job.objects.create(job_type="noop", file=File(file_path="/data/never.csv")),
+    }
+    found = {}
+    before = Job.objects.count()
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            found[name] = "accepted"
+        except (TypeError, ValueError) as exc:
+            found[name] = f"{type(exc).__name__}: {exc}"
+    found["rows_added"] = str(Job.objects.count() - before)
+    return found
+
+
+def seen_of(conn: Any, other: str) -> dict[str, Any]:
+    """What this login sees of a job another login enqueued (row-level security hides all of it)."""
+    import jobcron
+    from jobcron.contrib.django.models import Insight, Job
+    from jobcron.errors import JobNotFound
+
+    try:
+        jobcron.get_job(conn, other)
+        get_job = "found"
+    except JobNotFound:
+        get_job = "JobNotFound"
+    return {
+        "filter": Job.objects.filter(id=other).exists(),
+        "insights": Insight.objects.filter(job_id=other).count(),
+        "get_job": get_job,
+    }
+
+
+def migrate() -> int:
+    """Django's `migrate` and `sqlmigrate` for the app; the statements migrate ran, as JSON."""
+    from django.core.management import call_command
+    from django.db import connection, connections
+
+    ran: list[str] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        ran.append(sql)
+        return execute(sql, params, many, context)
+
+    try:
+        with connection.execute_wrapper(record):
+            call_command("migrate", "jobcron", verbosity=0)
+        buffer = _Capture()
+        call_command("sqlmigrate", "jobcron", "0001", stdout=buffer)
+    finally:
+        connections.close_all()
+    json.dump({"ran": ran, "sqlmigrate": buffer.text}, sys.stdout)
     return 0
 
 

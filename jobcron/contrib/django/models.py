@@ -9,8 +9,10 @@ role of deploy/sql/roles.sql, which may insert only the columns an application s
   (the id is time-ordered, from `jobcron_uuid_v7()`; never generate it with uuid4).
 - Columns the server or the daemon writes (`status`, `attempts`, `result`, `enqueued_by`, ...) are
   *server-owned*: never part of an INSERT or an UPDATE, read back through `RETURNING` after a create,
-  not editable in forms or the admin, and refused as keyword arguments (`Job(status=...)` is a
-  TypeError). PostgreSQL checks the column privilege even for `DEFAULT`, so they must not appear at all.
+  not editable in forms or the admin, and refused wherever they are named as something to write
+  (`Job(status=...)`, `.update(status=...)`, `save(update_fields=["status"])` are TypeErrors); a
+  `save()` after `job.status = ...` writes the application's columns only. PostgreSQL checks the
+  column privilege even for `DEFAULT`, so they must not appear at all.
 - The daemon's bookkeeping (`seq`, the lease, the user slot, `parked`) is not mapped.
 
 jobcron/contrib/columns.py lists every column's kind; a test keeps these models, that list and the
@@ -19,9 +21,11 @@ migrations in step.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import models
+from django.db.models.expressions import DatabaseDefault
 from django.db.models.functions import Now
 
 
@@ -81,21 +85,54 @@ class ServerJSON(ServerOwned, models.JSONField):
     """A jsonb column the server writes."""
 
 
+def _refuse_server_owned(model: type[models.Model], names: Iterable[str]) -> None:
+    for name in names:
+        field = model._meta._forward_fields_map.get(name)
+        if isinstance(field, ServerOwned):
+            raise TypeError(
+                f"{model.__name__}.{name} is written by the server, not by the application "
+                "(jobcron/contrib/columns.py lists what an application may set)"
+            )
+
+
+class SharedQuerySet(models.QuerySet):
+    """Refuses an `update()` of a server-written column, which Django would silently leave out."""
+
+    def update(self, **kwargs: Any) -> int:
+        _refuse_server_owned(self.model, kwargs)
+        return int(super().update(**kwargs))
+
+
 class Shared(models.Model):
     """A model of a table shared with the daemon: refuses values for the columns the server writes."""
+
+    objects = SharedQuerySet.as_manager()
 
     class Meta:
         abstract = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        for name in kwargs:
-            field = self._meta._forward_fields_map.get(name)
-            if isinstance(field, ServerOwned):
-                raise TypeError(
-                    f"{type(self).__name__}.{name} is written by the server, not by the application "
-                    "(jobcron/contrib/columns.py lists what an application may set)"
-                )
+        _refuse_server_owned(type(self), kwargs)
         super().__init__(*args, **kwargs)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        _refuse_server_owned(type(self), kwargs.get("update_fields") or ())
+        super().save(*args, **kwargs)
+
+    def _is_pk_set(self, meta: Any = None) -> bool:
+        # A new row's id is DatabaseDefault (the server's jobcron_uuid_v7()) until the INSERT returns
+        # it, and Django 5.2 takes that for an id already set: bulk_create() would then drop the ids
+        # its INSERT returned, and an unsaved File given to a Job would pass for saved (the job
+        # stored with file_id NULL). Django fixed the first after 5.2 (ticket #36260); tests hold both.
+        return not isinstance(self._get_pk_val(meta), DatabaseDefault) and bool(super()._is_pk_set(meta))
+
+    def __eq__(self, other: object) -> Any:  # bool, or NotImplemented for what is not a model
+        # Django compares ids, and two unsaved rows' DatabaseDefaults are equal: only saved rows are
+        if isinstance(other, Shared) and not (self._is_pk_set() and other._is_pk_set()):
+            return self is other
+        return super().__eq__(other)
+
+    __hash__ = models.Model.__hash__
 
 
 class File(Shared):
