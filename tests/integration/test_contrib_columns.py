@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from jobcron.contrib.columns import APP, COLUMNS, SERVER, mapped, writable
+from jobcron.contrib.columns import APP, COLUMNS, INTERNAL, SERVER, mapped, writable
 
 Conn = psycopg.Connection[dict[str, Any]]
 REPO = Path(__file__).resolve().parents[2]
@@ -60,30 +60,58 @@ def django_models() -> dict[str, Any]:
     return {"processing_jobs": models.Job, "files": models.File, "insights": models.Insight}
 
 
-@pytest.mark.parametrize("table", sorted(COLUMNS))
-def test_the_django_models_map_every_column_as_columns_py_says(conn: Conn, table: str) -> None:
+def django_problems(conn: Conn, table: str) -> list[str]:
+    """How the Django model of a table disagrees with the migrated schema and columns.py; [] if it does not."""
     model = django_models()[table]
     from jobcron.contrib.django.models import ServerOwned
 
+    name = f"{model.__name__} (jobcron.contrib.django)"
     fields = {f.column: f for f in model._meta.concrete_fields}
-    missing = [c for c in mapped(table) if c not in fields]
-    assert not missing, f"{model.__name__} (jobcron.contrib.django) does not map {table}.{missing[0]}"
-    extra = [c for c in fields if c not in mapped(table)]
-    assert not extra, f"{model.__name__} maps {table}.{extra[0]}, which columns.py keeps internal"
     in_db = table_columns(conn, table)
+    problems = [
+        f"{table}.{c} is in the schema but {name} does not map it: add a field, or list it INTERNAL in columns.py"
+        for c in in_db
+        if c not in fields and COLUMNS[table].get(c) != INTERNAL
+    ]
+    problems += [
+        f"{name} maps {table}.{c}, which columns.py keeps internal" for c in fields if c not in mapped(table)
+    ]
+    problems += [f"{name} maps {table}.{c}, which the schema does not have" for c in fields if c not in in_db]
     for column, field in fields.items():
+        if column not in in_db:
+            continue
         where = f"{model.__name__}.{field.name} ({table}.{column})"
-        assert field.null == in_db[column]["nullable"], (
-            f"{where}: null={field.null} but the column says otherwise"
-        )
+        if field.null != in_db[column]["nullable"]:
+            problems.append(f"{where}: null={field.null} but the column says otherwise")
         if table == "insights":
             continue  # the daemon writes insights; applications only read them
         kind = COLUMNS[table][column]
-        assert isinstance(field, ServerOwned) == (kind == SERVER), f"{where}: must be server-owned iff {kind}"
-        if kind == APP and in_db[column]["has_default"]:
-            assert field.has_db_default(), (
-                f"{where}: the column has a server default; the field needs db_default"
+        if isinstance(field, ServerOwned) != (kind == SERVER):
+            problems.append(f"{where}: must be server-owned iff {kind}")
+        if kind == APP and in_db[column]["has_default"] != field.has_db_default():
+            problems.append(
+                f"{where}: db_default={field.has_db_default()} but the column's default disagrees"
             )
+    return problems
+
+
+@pytest.mark.parametrize("table", sorted(COLUMNS))
+def test_the_django_models_map_every_column_as_columns_py_says(conn: Conn, table: str) -> None:
+    assert django_problems(conn, table) == []
+
+
+def test_a_column_a_migration_adds_fails_the_django_check_naming_model_and_column(conn: Conn) -> None:
+    conn.execute("ALTER TABLE processing_jobs ADD COLUMN tenant text NOT NULL DEFAULT 'main'")
+    conn.execute("ALTER TABLE files ALTER COLUMN original_name SET NOT NULL")
+    conn.execute("ALTER TABLE processing_jobs ALTER COLUMN max_retries SET DEFAULT 3")
+    assert django_problems(conn, "processing_jobs") == [
+        "processing_jobs.tenant is in the schema but Job (jobcron.contrib.django) does not map it: "
+        "add a field, or list it INTERNAL in columns.py",
+        "Job.max_retries (processing_jobs.max_retries): db_default=False but the column's default disagrees",
+    ]
+    assert django_problems(conn, "files") == [
+        "File.original_name (files.original_name): null=True but the column says otherwise"
+    ]
 
 
 def test_the_table_list_names_every_table_the_migrations_create(conn: Conn) -> None:
