@@ -171,3 +171,12 @@ class NotifySocket:
         self._halt.set()
         self._thread.join(5)
         self.sock.close()
+
+
+def worker_daemon(dsn: str, folder: Path, worker_id: str) -> Daemon:
+    """A daemon with every test workflow, started and ready (the client tests' worker)."""
+    from tests import workflows
+
+    d = Daemon(dsn, write_config(folder / "c.json", workflows=workflows.ALL), "--worker-id", worker_id)
+    d.wait_event("worker_started", timeout=30)
+    return d

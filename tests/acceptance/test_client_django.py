@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests import workflows
-from tests.acceptance.daemon import REPO, Daemon, write_config
+from tests.acceptance.daemon import REPO, worker_daemon
 from tests.roles import Roles
 
 pytestmark = pytest.mark.acceptance
@@ -43,10 +42,7 @@ def test_a_django_app_as_the_enqueuer_enqueues_waits_and_reads_results(
 ) -> None:
     role_set.apply()
     worker, app = role_set.login("worker"), role_set.login("enqueuer")
-    d = Daemon(
-        worker, write_config(tmp_path / "c.json", workflows=workflows.ALL), "--worker-id", "django-app"
-    )
-    d.wait_event("worker_started", timeout=30)
+    d = worker_daemon(worker, tmp_path, "django-app")
     try:
         seen = django_app(app)
     finally:
@@ -74,10 +70,7 @@ def test_the_models_refuse_writing_server_columns_and_unsaved_files_before_any_s
 ) -> None:
     role_set.apply()
     worker, app = role_set.login("worker"), role_set.login("enqueuer")
-    d = Daemon(
-        worker, write_config(tmp_path / "c.json", workflows=workflows.ALL), "--worker-id", "django-app"
-    )
-    d.wait_event("worker_started", timeout=30)
+    d = worker_daemon(worker, tmp_path, "django-app")
     try:
         refused = django_app(app)["refused"]
     finally:
@@ -113,10 +106,7 @@ def test_with_row_security_each_django_login_sees_only_its_own_jobs(role_set: Ro
     role_set.apply("row_security=on")
     worker = role_set.login("worker")
     apps = {who: role_set.login("enqueuer", who) for who in ("ann", "bob")}
-    d = Daemon(
-        worker, write_config(tmp_path / "c.json", workflows=workflows.ALL), "--worker-id", "django-app"
-    )
-    d.wait_event("worker_started", timeout=30)
+    d = worker_daemon(worker, tmp_path, "django-app")
     try:
         seen = {"ann": django_app(apps["ann"])}
         seen["bob"] = django_app(apps["bob"], "--other", seen["ann"]["created"]["id"])

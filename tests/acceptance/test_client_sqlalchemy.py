@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import workflows
-from tests.acceptance.daemon import Daemon, write_config
+from tests.acceptance.daemon import worker_daemon
 from tests.roles import Roles
 
 pytestmark = pytest.mark.acceptance
@@ -26,10 +25,7 @@ def test_a_sqlalchemy_app_as_the_enqueuer_enqueues_waits_and_reads_results(
 ) -> None:
     role_set.apply()
     worker, app = role_set.login("worker"), role_set.login("enqueuer")
-    d = Daemon(
-        worker, write_config(tmp_path / "c.json", workflows=workflows.ALL), "--worker-id", "sqlalchemy-app"
-    )
-    d.wait_event("worker_started", timeout=30)
+    d = worker_daemon(worker, tmp_path, "sqlalchemy-app")
     try:
         seen = sqlalchemy_app.run(app)
     finally:
@@ -53,10 +49,7 @@ def test_with_row_security_each_sqlalchemy_login_sees_only_its_own_jobs(
     role_set.apply("row_security=on")
     worker = role_set.login("worker")
     apps = {who: role_set.login("enqueuer", who) for who in ("ann", "bob")}
-    d = Daemon(
-        worker, write_config(tmp_path / "c.json", workflows=workflows.ALL), "--worker-id", "sqlalchemy-app"
-    )
-    d.wait_event("worker_started", timeout=30)
+    d = worker_daemon(worker, tmp_path, "sqlalchemy-app")
     try:
         seen = {who: sqlalchemy_app.run(app) for who, app in apps.items()}
     finally:
