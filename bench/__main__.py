@@ -11,9 +11,17 @@ from bench.events import run_events
 from bench.extra import run_analysis, run_ops
 from bench.harness import RESULTS, Run, Server
 from bench.users import run_users
+from bench.web import run_web
 from bench.workloads import FULL, QUICK, WORKLOADS
 
-WORKLOADS = {**WORKLOADS, "users": run_users, "ops": run_ops, "analysis": run_analysis, "events": run_events}
+WORKLOADS = {
+    **WORKLOADS,
+    "users": run_users,
+    "ops": run_ops,
+    "analysis": run_analysis,
+    "events": run_events,
+    "web": run_web,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
