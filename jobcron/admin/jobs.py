@@ -76,8 +76,13 @@ def list_jobs(
     since: datetime | None = None,
     since_seconds: float | None = None,
     limit: int = 50,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Jobs newest first, filtered by status, user, type and creation time."""
+    """Jobs newest first, filtered by status, user, type and creation time.
+
+    `after` is the cursor of the previous page's last row (page_cursor): the next page starts there,
+    by (created_at, id), so a page stays right while new jobs arrive and costs the same at any depth.
+    """
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
         raise InvalidInput(f"--status: unknown status {bad[0]!r} (one of {', '.join(STATUSES)})")
@@ -91,8 +96,25 @@ def list_jobs(
         since=since,
         since_seconds=since_seconds,
         limit=limit,
+        before=_cursor_arg(after) if after else None,
     )
     return [_clean(r) for r in rows]
+
+
+def page_cursor(rows: Sequence[dict[str, Any]], limit: int) -> str | None:
+    """The cursor of the page after these rows (list_jobs' `after`), None when this page is the last."""
+    if len(rows) < limit or not rows:
+        return None
+    last = rows[-1]
+    return f"{last['created_at']}_{last['id']}"
+
+
+def _cursor_arg(text: str) -> tuple[datetime, str]:
+    at, _, job_id = text.rpartition("_")
+    try:
+        return datetime.fromisoformat(at), str(uuid.UUID(job_id))
+    except ValueError:
+        raise InvalidInput(f"after: not a page cursor (give the `next` value of a page): {text!r}") from None
 
 
 def show_job(

@@ -175,6 +175,19 @@ def collect_status(
     }
 
 
+def throughput(conn: Connection, minutes: int = 60) -> list[dict[str, int]]:
+    """Completed and failed jobs in each of the last `minutes` minutes, oldest first (every minute present)."""
+    found = {int(r["minutes_ago"]): r for r in store.ops_finished_by_minute(conn, minutes)}
+    return [
+        {
+            "minutes_ago": ago,
+            "completed": int(found[ago]["completed"]) if ago in found else 0,
+            "failed": int(found[ago]["failed"]) if ago in found else 0,
+        }
+        for ago in range(minutes - 1, -1, -1)
+    ]
+
+
 def _worker(w: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": w["id"],

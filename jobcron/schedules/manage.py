@@ -36,6 +36,7 @@ from jobcron.schedules.rules import (
     KINDS,
     WEEKDAY_NAMES,
     describe,
+    next_occurrence,
     validate,
     zone,
 )
@@ -250,6 +251,13 @@ def new_definition(name: str, flags: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def changed_definition(row: dict[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """A schedule row's definition with the flags given applied, checked, not written (update's preview)."""
+    fields = _fields_from_flags(flags, {k: row[k] for k in (*TEMPLATE_FIELDS, *TIMING_FIELDS)})
+    _validated(fields)
+    return fields
+
+
 def add(conn: Connection, name: str, fields: dict[str, Any], *, paused: bool = False) -> Saved:
     """Create a schedule from new_definition's fields; one that would never run is refused."""
     row = _plan(fields, not paused, store.schedule_db_now(conn), 0)
@@ -265,8 +273,7 @@ def update(conn: Connection, key: str, flags: Mapping[str, Any]) -> Saved:
     """Change a schedule's job or timing (flags not given keep their value); paused stays paused."""
     with conn.transaction():
         current = _schedule(conn, key, lock=True)
-        fields = _fields_from_flags(flags, {k: current[k] for k in (*TEMPLATE_FIELDS, *TIMING_FIELDS)})
-        _validated(fields)
+        fields = changed_definition(current, flags)
         row = _plan(fields, current["enabled"], store.schedule_db_now(conn), current["execution_count"])
         _check_file(conn, fields)
         store.schedule_update(conn, current["id"], row)
@@ -311,6 +318,17 @@ def show(
     executions = store.schedule_executions(conn, row["id"], limit)
     tally = store.schedule_execution_tally(conn, row["id"])
     return row, executions, tally
+
+
+def upcoming(fields: dict[str, Any], now: datetime, n: int = 5, count: int = 0) -> list[datetime]:
+    """The next n occurrences of a checked definition from now on (fewer when it ends): a form's preview."""
+    spec = spec_from_row(fields)
+    found: list[datetime] = []
+    at = first_run(spec, now, count)
+    while at is not None and len(found) < n:
+        found.append(at)
+        at = next_occurrence(spec, at, count + len(found))
+    return found
 
 
 def list_all(conn: Connection) -> list[dict[str, Any]]:

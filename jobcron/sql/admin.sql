@@ -156,7 +156,10 @@ WHERE (%(statuses)s::text[] IS NULL OR status = ANY (%(statuses)s::text[]))
   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
   AND (%(since_seconds)s::float8 IS NULL
        OR created_at >= now() - make_interval(secs => %(since_seconds)s::float8))
-ORDER BY created_at DESC
+  -- keyset pagination: the page after (older than) the last row of the previous one
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(before_at)s::timestamptz, %(before_id)s::uuid))
+ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s::int;
 
 -- name: ops_job_show
@@ -339,3 +342,14 @@ FROM insights WHERE job_id = %(id)s::uuid
 ORDER BY created_at, id
 LIMIT %(limit)s::int;
 
+
+-- name: ops_finished_by_minute
+-- Jobs finished per minute over the last %(minutes)s minutes (0 is the current one), for the dashboard's
+-- chart; the finished-jobs index bounds it to the window, whatever the table holds.
+SELECT floor(extract(epoch FROM (now() - completed_at)) / 60)::int AS minutes_ago,
+       count(*) FILTER (WHERE status = 'completed') AS completed,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM processing_jobs
+WHERE status IN ('completed', 'failed', 'cancelled')
+  AND completed_at >= now() - make_interval(mins => %(minutes)s::int)
+GROUP BY 1;

@@ -16,6 +16,7 @@ from jobcron.store.jobs import db_now, delete_finished_batch, notify_jobs
 
 __all__ = [
     "ops_clock",
+    "ops_finished_by_minute",
     "ops_finished_counts",
     "ops_job_cancel",
     "ops_job_insights",
@@ -60,6 +61,11 @@ def ops_workers(conn: Connection, dead_after_seconds: float) -> list[dict[str, A
     return _all(conn, "ops_workers", {"dead_after_seconds": float(dead_after_seconds)}, lenient_times=True)
 
 
+def ops_finished_by_minute(conn: Connection, minutes: int) -> list[dict[str, Any]]:
+    """Completed and failed jobs per minute of the last `minutes`: rows {minutes_ago, completed, failed}."""
+    return _all(conn, "ops_finished_by_minute", {"minutes": minutes})
+
+
 def ops_jobs_list(
     conn: Connection,
     *,
@@ -69,8 +75,9 @@ def ops_jobs_list(
     since: datetime | None,
     since_seconds: float | None,
     limit: int,
+    before: tuple[datetime, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Jobs newest first, filtered."""
+    """Jobs newest first, filtered; `before` (created_at, id) starts after that row."""
     return _all(
         conn,
         "ops_jobs_list",
@@ -81,6 +88,8 @@ def ops_jobs_list(
             "since": since,
             "since_seconds": since_seconds,
             "limit": limit,
+            "before_at": before[0] if before else None,
+            "before_id": before[1] if before else None,
         },
         lenient_times=True,
     )

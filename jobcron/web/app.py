@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from jobcron import client
+from jobcron import client, store
 from jobcron.admin import jobs as admin_jobs
 from jobcron.admin import status as admin_status
 from jobcron.admin import tokens as admin_tokens
@@ -31,12 +31,16 @@ from jobcron.db import DB_UNAVAILABLE, check_schema, connect_args, scrub
 from jobcron.durations import parse_duration
 from jobcron.errors import InvalidInput, JobCronError, JobNotFound, ScheduleNotFound
 from jobcron.schedules import manage as schedules_manage
+from jobcron.schedules.firing import spec_from_row
+from jobcron.schedules.rules import describe
 from jobcron.web.events import EventHub
-from jobcron.web.pages import pages
+from jobcron.web.pages import pages, queue_summary
+from jobcron.web.schedule_pages import schedule_pages
+from jobcron.web.session import COOKIE, session
 from jobcron.web.state import Web, _db, _web
 
 API_MAX_LIST = 500
-SESSION_COOKIE = "jobcron_session"
+SESSION_COOKIE = COOKIE
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -89,18 +93,10 @@ def status(request: Request, who: Viewer) -> dict[str, Any]:
     """The queue at a glance, in seed 002's shape under `queue`, plus workers and pauses."""
     with _db(request) as conn:
         data = admin_status.collect_status(conn, _web(request).config)
-    counts = data["counts"]
     return {
-        "queue": {
-            "pending_jobs": counts["pending"],
-            "running_jobs": counts["processing"],
-            "completed_jobs": counts.get("completed"),
-            "failed_jobs": counts.get("failed"),
-            "cancelled_jobs": counts.get("cancelled"),
-            "oldest_pending_job": data["oldest_pending"],
-        },
+        "queue": queue_summary(data),
         "workers": data["workers"],
-        "pauses": data.get("pauses"),
+        "pauses": data["paused"],
         "status": data,
     }
 
@@ -114,13 +110,14 @@ def jobs(
     type: str | None = None,
     since: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=API_MAX_LIST)] = 50,
+    after: str | None = None,
 ) -> dict[str, Any]:
-    """Jobs newest first, filtered like `job_cron jobs list`."""
+    """Jobs newest first, filtered like `job_cron jobs list`; `next` is the `after` of the next page."""
     with _db(request) as conn:
         found = admin_jobs.list_jobs(
-            conn, statuses=status or (), user_id=user, job_type=type, since=since, limit=limit
+            conn, statuses=status or (), user_id=user, job_type=type, since=since, limit=limit, after=after
         )
-    return {"jobs": found}
+    return {"jobs": found, "next": admin_jobs.page_cursor(found, limit)}
 
 
 @api.get("/jobs/{job_id}")
@@ -288,6 +285,24 @@ def schedule_add(request: Request, who: Admin, body: Annotated[dict[str, Any], B
         return _saved(schedules_manage.add(conn, name, fields, paused=bool(body.get("paused"))))
 
 
+@api.post("/schedules/preview")
+def schedule_preview(
+    request: Request, who: Viewer, body: Annotated[dict[str, Any], Body()], count: int = 5
+) -> dict[str, Any]:
+    """The next runs of a definition (POST /api/schedules' body) from now on, checked, nothing written."""
+    if not 1 <= count <= 100:
+        raise InvalidInput(f"count: must be between 1 and 100, got {count}")
+    given = body.get("name")
+    name = given if isinstance(given, str) else "preview"
+    fields = schedules_manage.new_definition(name, _schedule_flags(body, ("name", "paused")))
+    with _db(request) as conn:
+        now = store.schedule_db_now(conn)
+    return {
+        "next_runs": schedules_manage.upcoming(fields, now, count),
+        "description": describe(spec_from_row(fields)),
+    }
+
+
 @api.get("/schedules")
 def schedule_list(request: Request, who: Viewer) -> dict[str, Any]:
     """Every schedule, described, with its run count and next run."""
@@ -396,7 +411,9 @@ def create_app(config: Config, *, pool_size: int = 4) -> FastAPI:
     )
     app.state.web = web
     app.include_router(api)
+    app.include_router(session)
     app.include_router(pages)
+    app.include_router(schedule_pages)
     app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static")
     _errors(app)
 

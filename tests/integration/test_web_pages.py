@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -14,32 +12,12 @@ pytest.importorskip("fastapi", reason="the test extra installs the web stack")
 from fastapi.testclient import TestClient
 
 from jobcron.admin import tokens as admin_tokens
-from jobcron.web.app import create_app
 from tests.factories import insert_job
+from tests.webclient import csrf, log_in, site
+
+__all__ = ["site"]  # the fixture
 
 Conn = psycopg.Connection[dict[str, Any]]
-
-
-@pytest.fixture
-def site(conn: Conn, make_config: Callable[..., Any]) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    _, admin = admin_tokens.create(conn, "ops", "admin")
-    _, viewer = admin_tokens.create(conn, "watch", "viewer")
-    conn.commit()
-    with TestClient(create_app(make_config()), follow_redirects=False) as client:
-        yield client, {"admin": admin, "viewer": viewer}
-
-
-def log_in(client: TestClient, token: str) -> None:
-    answer = client.post("/login", data={"token": token, "csrf": "login"})
-    assert answer.status_code == 303 and answer.headers["location"] == "/", answer.text
-    cookie = answer.headers["set-cookie"].lower()
-    assert "httponly" in cookie and "samesite=strict" in cookie
-
-
-def csrf(page: str) -> str:
-    found = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)
-    assert found, page[:500]
-    return found.group(1)
 
 
 def test_pages_need_a_session_and_the_login_sets_one(site: tuple[TestClient, dict[str, str]]) -> None:
@@ -49,7 +27,7 @@ def test_pages_need_a_session_and_the_login_sets_one(site: tuple[TestClient, dic
     assert form.status_code == 200 and 'type="password"' in form.text
     assert "default-src 'none'" in form.headers["content-security-policy"]
     wrong = client.post("/login", data={"token": "jc_wrong", "csrf": "login"})
-    assert wrong.status_code == 200 and "unknown or revoked token" in wrong.text
+    assert wrong.status_code == 401 and "unknown or revoked token" in wrong.text
     assert client.post("/login", data={"token": tokens["admin"]}).status_code == 403  # not from the form
     log_in(client, tokens["admin"])
     page = client.get("/")
