@@ -40,7 +40,7 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
 
 -- start from nothing on jobcron's objects, so a re-run after a change grants exactly this file
 REVOKE ALL ON jobcron_migrations, processing_jobs, files, insights, job_schedules, schedule_executions,
-              job_workers, job_pauses, jobcron_tokens
+              job_workers, job_pauses, jobcron_tokens, jobcron_sessions
     FROM :"worker_role", :"enqueuer_role";
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA :"schema" FROM :"worker_role", :"enqueuer_role";
 GRANT USAGE ON SCHEMA :"schema" TO :"worker_role", :"enqueuer_role";

@@ -17,6 +17,8 @@ from jobcron.errors import DuplicateKey, InvalidInput, JobCronError
 
 ROLES = ("viewer", "admin")
 PREFIX = "jc_"
+SESSION_PREFIX = "js_"
+SESSION_SECONDS = 12 * 3600  # a dashboard login lasts 12 hours
 _NAME = re.compile(r"[\w.@-]{1,100}")
 
 
@@ -55,6 +57,27 @@ def identify(conn: Connection, token: str) -> dict[str, Any] | None:
     if not token.startswith(PREFIX) or len(token) > 200:
         return None
     return store.token_check(conn, digest(token))
+
+
+def open_session(conn: Connection, token: str, seconds: float = SESSION_SECONDS) -> str | None:
+    """Exchange a live token for a new session secret (for a cookie), or None for a bad token."""
+    if not token.startswith(PREFIX) or len(token) > 200:
+        return None
+    secret = SESSION_PREFIX + secrets.token_urlsafe(32)
+    made = store.session_insert(conn, digest(secret), digest(token), seconds)
+    return None if made is None else secret
+
+
+def session_identity(conn: Connection, secret: str) -> dict[str, Any] | None:
+    """{name, role} behind a live session of a live token, or None (expired, logged out, revoked)."""
+    if not secret.startswith(SESSION_PREFIX) or len(secret) > 200:
+        return None
+    return store.session_check(conn, digest(secret))
+
+
+def close_session(conn: Connection, secret: str) -> None:
+    """Log out: the session secret stops working at once."""
+    store.session_delete(conn, digest(secret))
 
 
 def list_all(conn: Connection) -> list[dict[str, Any]]:

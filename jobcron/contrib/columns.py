@@ -23,6 +23,7 @@ TABLES = (
     "job_workers",
     "job_pauses",
     "jobcron_tokens",
+    "jobcron_sessions",
 )
 
 APP = "app"

@@ -29,3 +29,25 @@ WITH found AS (
     WHERE t.id = f.id AND (f.last_used_at IS NULL OR f.last_used_at < now() - interval '1 minute')
 )
 SELECT name, role FROM found;
+
+-- name: session_insert
+-- A session for the live token with this SHA-256 (none for an unknown or revoked one), valid for
+-- %(seconds)s; expired sessions are deleted on the way, so the table holds only live ones.
+WITH expired AS (
+    DELETE FROM jobcron_sessions WHERE expires_at < now()
+)
+INSERT INTO jobcron_sessions (session_sha256, token_id, expires_at)
+SELECT %(session_sha256)s::bytea, t.id, now() + make_interval(secs => %(seconds)s::float8)
+FROM jobcron_tokens t
+WHERE t.token_sha256 = %(token_sha256)s::bytea AND t.revoked_at IS NULL
+RETURNING expires_at;
+
+-- name: session_check
+-- The name and role behind a live session whose token is live.
+SELECT t.name, t.role
+FROM jobcron_sessions s JOIN jobcron_tokens t ON t.id = s.token_id
+WHERE s.session_sha256 = %(session_sha256)s::bytea AND s.expires_at > now() AND t.revoked_at IS NULL;
+
+-- name: session_delete
+-- Log out: the session is gone.
+DELETE FROM jobcron_sessions WHERE session_sha256 = %(session_sha256)s::bytea;

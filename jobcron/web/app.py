@@ -36,7 +36,7 @@ from jobcron.schedules.rules import describe
 from jobcron.web.events import EventHub
 from jobcron.web.pages import pages, queue_summary
 from jobcron.web.schedule_pages import schedule_pages
-from jobcron.web.session import COOKIE, session
+from jobcron.web.session import COOKIE, cookie_identity, session
 from jobcron.web.state import Web, _db, _web
 
 API_MAX_LIST = 500
@@ -54,9 +54,12 @@ def identity(request: Request, authorization: Annotated[str | None, Header()] = 
     a header); an action through the API always needs the header, so no other site can make a
     logged-in browser act.
     """
-    scheme, _, token = (authorization or "").partition(" ")
     if not authorization and request.method == "GET" and request.cookies.get(SESSION_COOKIE):
-        scheme, token = "bearer", request.cookies[SESSION_COOKIE]
+        found = cookie_identity(request)
+        if found is None:
+            raise HTTPException(401, "the dashboard session has ended: log in again")
+        return found
+    scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(
             401, "credentials needed: Authorization: Bearer <token from job_cron tokens create>"

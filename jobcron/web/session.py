@@ -1,9 +1,10 @@
 """The dashboard's sessions and what every page shares: login, logout, CSRF, rendering, errors.
 
-A login form exchanges a token for a session cookie (HttpOnly, SameSite=Strict, Secure behind
-TLS) holding the token itself, so revoking the token ends the session at once. Every form carries a
-CSRF value derived from the session's token (an HMAC no other site can compute), checked on every
-POST. Jinja2 escapes every value; the Content-Security-Policy allows scripts, styles and
+A login form exchanges a token for a session: a random secret in a cookie (HttpOnly,
+SameSite=Strict, Secure behind TLS), stored hashed in jobcron_sessions for 12 hours. Logging out
+deletes it; revoking the token ends every session made from it at once. The browser never keeps the
+token. Every form carries a CSRF value derived from the session secret (an HMAC no other site can
+compute), checked on every POST. Jinja2 escapes every value; the Content-Security-Policy allows scripts, styles and
 connections from this origin only.
 """
 
@@ -33,11 +34,11 @@ T = TypeVar("T")
 
 
 class Viewer:
-    """A logged-in session: the token's {name, role} and the token (for the forms' CSRF value)."""
+    """A logged-in session: the token's {name, role} and the session secret (for the forms' CSRF value)."""
 
-    def __init__(self, who: dict[str, Any], token: str) -> None:
+    def __init__(self, who: dict[str, Any], secret: str) -> None:
         self.who = who
-        self.token = token
+        self.token = secret
 
     @property
     def by(self) -> str:
@@ -45,21 +46,26 @@ class Viewer:
         return f"web:{self.who['name']}"
 
 
-def csrf_for(token: str) -> str:
+def csrf_for(secret: str) -> str:
     """The value every form of this session must send back."""
-    return hmac.new(admin_tokens.digest(token), b"jobcron-csrf", hashlib.sha256).hexdigest()
+    return hmac.new(admin_tokens.digest(secret), b"jobcron-csrf", hashlib.sha256).hexdigest()
+
+
+def cookie_identity(request: Request) -> dict[str, Any] | None:
+    """{name, role} of this request's session cookie, or None."""
+    secret = request.cookies.get(COOKIE, "")
+    if not secret:
+        return None
+    with _db(request) as conn:
+        return admin_tokens.session_identity(conn, secret)
 
 
 def logged_in(request: Request) -> Viewer:
     """The session of this request; a redirect to /login without one."""
-    token = request.cookies.get(COOKIE, "")
-    who = None
-    if token:
-        with _db(request) as conn:
-            who = admin_tokens.identify(conn, token)
+    who = cookie_identity(request)
     if who is None:
         raise HTTPException(303, headers={"Location": "/login"})
-    return Viewer(who, token)
+    return Viewer(who, request.cookies[COOKIE])
 
 
 def acting(request: Request, csrf: str) -> Viewer:
@@ -118,12 +124,20 @@ def login(request: Request, token: Annotated[str, Form()], csrf: Annotated[str, 
     ):
         raise HTTPException(403, "login must come from this site's own form")
     with _db(request) as conn:
-        who = admin_tokens.identify(conn, token.strip())
-    if who is None:
+        secret = admin_tokens.open_session(conn, token.strip())
+    if secret is None:
         return render(request, "login.html", None, 401, error="unknown or revoked token")
     answer = RedirectResponse("/", status_code=303)
     secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
-    answer.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict", secure=secure, path="/")
+    answer.set_cookie(
+        COOKIE,
+        secret,
+        max_age=admin_tokens.SESSION_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+        path="/",
+    )
     return answer
 
 
@@ -132,6 +146,8 @@ def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
     viewer = logged_in(request)
     if not hmac.compare_digest(csrf, csrf_for(viewer.token)):
         raise HTTPException(403, "the form's CSRF value does not match this session: reload the page")
+    with _db(request) as conn:
+        admin_tokens.close_session(conn, viewer.token)
     answer = RedirectResponse("/login", status_code=303)
     answer.delete_cookie(COOKIE, path="/")
     return answer

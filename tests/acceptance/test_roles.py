@@ -94,6 +94,7 @@ def test_daemon_as_worker_role_and_enqueue_as_enqueuer_role(
     refused(enqueuer, "INSERT INTO insights (content) VALUES ('{}')")
     refused(enqueuer, "SELECT * FROM job_workers")
     refused(enqueuer, "SELECT * FROM jobcron_tokens")  # the web surface's tokens: the owner's alone
+    refused(enqueuer, "SELECT * FROM jobcron_sessions")
     refused(enqueuer, "INSERT INTO job_pauses (job_type) VALUES ('*')")
     # what the worker may not do
     assert "must be owner" in refused(worker, "DROP TABLE processing_jobs")
@@ -105,6 +106,7 @@ def test_daemon_as_worker_role_and_enqueue_as_enqueuer_role(
     refused(worker, "DELETE FROM files")
     refused(worker, "DELETE FROM job_schedules")
     refused(worker, "SELECT * FROM jobcron_tokens")
+    refused(worker, "SELECT * FROM jobcron_sessions")
     refused(worker, "INSERT INTO jobcron_migrations (version, name, checksum) VALUES (99, 'x', 'y')")
     # and the owner's tables are all still there
     tables = conn.execute("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'").fetchone()

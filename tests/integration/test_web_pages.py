@@ -32,7 +32,7 @@ def test_pages_need_a_session_and_the_login_sets_one(site: tuple[TestClient, dic
     log_in(client, tokens["admin"])
     page = client.get("/")
     assert page.status_code == 200 and "Overview" in page.text and 'id="count-pending"' in page.text
-    assert tokens["admin"] not in page.text  # the token is in the cookie only
+    assert tokens["admin"] not in page.text
 
 
 def test_values_from_the_database_are_escaped(site: tuple[TestClient, dict[str, str]], conn: Conn) -> None:
@@ -94,3 +94,39 @@ def test_a_revoked_token_ends_the_session(site: tuple[TestClient, dict[str, str]
     admin_tokens.revoke(conn, "watch")
     conn.commit()
     assert client.get("/").status_code == 303
+
+
+def test_the_browser_holds_a_session_secret_not_the_token_and_logout_ends_it(
+    site: tuple[TestClient, dict[str, str]], conn: Conn
+) -> None:
+    client, tokens = site
+    log_in(client, tokens["admin"])
+    secret = client.cookies["jobcron_session"]
+    assert secret.startswith("js_") and tokens["admin"] not in secret
+    stored = conn.execute(
+        "SELECT session_sha256, expires_at - now() AS left FROM jobcron_sessions"
+    ).fetchall()
+    assert len(stored) == 1 and stored[0]["session_sha256"] == admin_tokens.digest(secret)
+    assert 11.9 * 3600 < stored[0]["left"].total_seconds() <= 12 * 3600
+    page = client.get("/").text
+    assert client.post("/logout", data={"csrf": csrf(page)}).status_code == 303
+    assert conn.execute("SELECT count(*) AS n FROM jobcron_sessions").fetchone() == {"n": 0}
+    client.cookies.set("jobcron_session", secret)  # the old cookie, kept by someone
+    assert client.get("/").status_code == 303
+    assert client.get("/api/status").status_code == 401
+    # the token itself is no session: a cookie holding it opens nothing
+    client.cookies.set("jobcron_session", tokens["admin"])
+    assert client.get("/").status_code == 303
+
+
+def test_an_expired_session_sends_back_to_the_login(
+    site: tuple[TestClient, dict[str, str]], conn: Conn
+) -> None:
+    client, tokens = site
+    log_in(client, tokens["viewer"])
+    assert client.get("/").status_code == 200
+    conn.execute("UPDATE jobcron_sessions SET expires_at = now() - interval '1 second'")
+    conn.commit()
+    assert client.get("/").status_code == 303
+    log_in(client, tokens["viewer"])  # a new login sweeps the expired session away
+    assert conn.execute("SELECT count(*) AS n FROM jobcron_sessions").fetchone() == {"n": 1}
