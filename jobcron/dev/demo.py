@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import importlib.util
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -244,9 +246,11 @@ def run_demo(
         if install_signals is not None:
             install_signals(worker)
         if options.keep_running:
+            url = redact_url(config.database.url) or ""
             out(
                 f"daemon running as {worker.worker_id}; enqueue more with\n"
-                f"  psql '{redact_url(config.database.url)}' -c \"{ENQUEUE_EXAMPLE}\"\n"
+                f"  psql '{url}' -c \"{ENQUEUE_EXAMPLE}\"\n"
+                f"{dashboard_hint(url)}"
                 "Ctrl-C stops it cleanly"
             )
         code = worker.run()
@@ -257,6 +261,19 @@ def run_demo(
         return code
     stopped_early = options.keep_running or options.max_jobs is not None
     return 0 if stopped_early or all(r.status == "completed" for r in reports) else 1
+
+
+def dashboard_hint(url: str) -> str:
+    """How to watch this database in a browser, from another terminal, with this install's job_cron."""
+    job_cron = Path(sys.executable).with_name("job_cron")
+    command = str(job_cron) if job_cron.exists() else "job_cron"
+    needs = "" if importlib.util.find_spec("fastapi") else " (after pip install 'jobcron[web]')"
+    return (
+        f"watch and steer it in a browser{needs}, from another terminal:\n"
+        f"  export DATABASE_URL='{url}'\n"
+        f"  {command} tokens create me --role admin   # the token is the last line\n"
+        f"  {command} web                            # open http://127.0.0.1:8080 and log in with it\n"
+    )
 
 
 def _announce(out: Out, job: ClaimedJob, jobs: dict[str, str]) -> None:
