@@ -165,8 +165,9 @@ def main() -> int:
         daemon: Daemon | None = None
         web: WebServer | None = None
         try:
-            daemon = worker_daemon(dsn, Path(folder), "demo-worker-1")
+            daemon = worker_daemon(dsn, Path(folder), "demo-worker-1", ready=False)
             web = WebServer(dsn, Path(folder) / "web.log")
+            daemon.wait_event("worker_started", timeout=30)
             token = cli(dsn, "tokens", "create", "demo", "--role", "admin").strip().splitlines()[-1]
             running = fill(dsn)
             written = photograph(web.base, token, running, args.out)

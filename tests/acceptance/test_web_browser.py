@@ -7,8 +7,10 @@ still there after it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,6 @@ WAIT_MS = 20_000
 HOSTILE = "<script>window.__pwned=1</script>"
 
 
-@pytest.fixture
-def problems() -> list[str]:
-    """What the page reported going wrong: script errors, console errors, failed requests."""
-    return []
-
-
 def _console(message: Any, problems: list[str]) -> None:
     # the dashboard serves no icon and the browser asks for one on its own: that 404 is no page's fault
     url = message.location.get("url", "")
@@ -44,46 +40,48 @@ def _console(message: Any, problems: list[str]) -> None:
         problems.append(f"console: {message.text} ({url})")
 
 
+@dataclass
+class Dashboard:
+    """What the test drives and watches."""
+
+    daemon: Daemon
+    web: WebServer
+    page: Any
+    # what the page reported going wrong: script errors, console errors, failed requests
+    problems: list[str] = field(default_factory=list)
+
+
 @pytest.fixture
-def page(problems: list[str]) -> Iterator[Any]:
-    """A fresh page of a headless Chromium whose troubles are collected in problems."""
+def dashboard(dsn: str, tmp_path: Path) -> Iterator[Dashboard]:
+    """A daemon with the test workflows, a job_cron web and a Chromium page, started side by side
+    (on a loaded machine each takes a few seconds on its own)."""
     if CHROMIUM is None:
         pytest.skip(
             "no chromium (Debian's package: apt-get install chromium; scripts/test.sh does it as root)"
         )
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM)
-        try:
-            opened = browser.new_page()
-            opened.set_default_timeout(WAIT_MS)
-            sync_api.expect.set_options(timeout=WAIT_MS)
-            opened.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
-            opened.on("console", lambda message: _console(message, problems))
-            opened.on(
-                "response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None
-            )
-            yield opened
-        finally:
-            browser.close()
+    with contextlib.ExitStack() as stack:
+        daemon = worker_daemon(dsn, tmp_path, "browser-w1", ready=False)
+        stack.callback(daemon.stop)
+        web = WebServer(dsn, tmp_path / "web.log", ready=False)
+        stack.callback(web.stop)
+        browser = stack.enter_context(sync_api.sync_playwright()).chromium.launch(executable_path=CHROMIUM)
+        stack.callback(browser.close)
+        page = browser.new_page()
+        page.set_default_timeout(WAIT_MS)
+        sync_api.expect.set_options(timeout=WAIT_MS)
+        seen = Dashboard(daemon, web, page)
+        page.on("pageerror", lambda exc: seen.problems.append(f"script error: {exc}"))
+        page.on("console", lambda message: _console(message, seen.problems))
+        page.on(
+            "response", lambda r: seen.problems.append(f"{r.status} {r.url}") if r.status >= 400 else None
+        )
+        web.wait_answering()
+        daemon.wait_event("worker_started", timeout=30)
+        yield seen
 
 
-@pytest.fixture
-def web(dsn: str, tmp_path: Path) -> Iterator[WebServer]:
-    server = WebServer(dsn, tmp_path / "web.log")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def daemon(dsn: str, tmp_path: Path) -> Iterator[Daemon]:
-    d = worker_daemon(dsn, tmp_path, "browser-w1")
-    yield d
-    d.stop()
-
-
-def test_a_job_starts_and_is_cancelled_live_in_the_browser(
-    dsn: str, daemon: Daemon, web: WebServer, page: Any, problems: list[str]
-) -> None:
+def test_a_job_starts_and_is_cancelled_live_in_the_browser(dsn: str, dashboard: Dashboard) -> None:
+    daemon, web, page = dashboard.daemon, dashboard.web, dashboard.page
     expect = sync_api.expect
     token = run(dsn, "tokens", "create", "browser", "--role", "admin").stdout.strip().splitlines()[-1]
 
@@ -118,8 +116,11 @@ def test_a_job_starts_and_is_cancelled_live_in_the_browser(
     expect(page.locator("#live")).to_contain_text(HOSTILE)
     assert page.locator("#live script").count() == 0
 
-    # Cancel asks the running job to stop; the page comes back and shows the end without a reload
+    # Cancel asks the running job to stop; the form's answer is a new page (the old one's marker is
+    # gone), which then shows the end without a reload
+    page.evaluate("window.__kept = 'before the form'")
     page.get_by_role("button", name="Cancel").click()
+    page.wait_for_function("() => window.__kept === undefined")
     expect(page.get_by_role("heading", name=f"Job {job_id}")).to_be_visible()
     page.evaluate("window.__kept = 2")
     expect(page.locator("#job-status")).to_have_text("cancelled")
@@ -129,4 +130,4 @@ def test_a_job_starts_and_is_cancelled_live_in_the_browser(
 
     daemon.wait_event("job_cancelled", job_id=job_id)
     assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert problems == [], problems
+    assert dashboard.problems == [], dashboard.problems

@@ -32,13 +32,13 @@ def get(url: str, token: str | None = None) -> tuple[int, Any]:
 
 
 class WebServer:
-    """A `job_cron web` process, answering HTTP once constructed; its stderr goes to a file.
+    """A `job_cron web` process, answering HTTP once constructed (unless ready=False); stderr to a file.
 
-    A file, not a pipe: a page that polls every few seconds makes uvicorn log for as long as the
-    test runs, and a pipe nobody reads would fill and stall the server.
+    A file, not a pipe: nobody reads stderr while the server runs, and what it writes over a long
+    run (a browser test, the screenshots' demo) would fill a pipe and stall the server.
     """
 
-    def __init__(self, dsn: str, log: Path, timeout: float = 30.0) -> None:
+    def __init__(self, dsn: str, log: Path, *, ready: bool = True) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -53,13 +53,15 @@ class WebServer:
                 stderr=err,
                 text=True,
             )
-        try:
-            self._wait_answering(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        if ready:
+            try:
+                self.wait_answering()
+            except BaseException:
+                self.stop()
+                raise
 
-    def _wait_answering(self, timeout: float) -> None:
+    def wait_answering(self, timeout: float = 30.0) -> None:
+        """Until the server answers HTTP (ready=False: the caller starts something else meanwhile)."""
         deadline = time.monotonic() + timeout
         pause = threading.Event()
         while True:
