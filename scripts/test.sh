@@ -35,6 +35,14 @@ if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ] && [ "$(id 
         >/dev/null 2>&1 || echo "test.sh: could not install pgbouncer; its test will be skipped"
 fi
 
+# the dashboard's browser test (tests/acceptance/test_web_browser.py) drives Debian's chromium through
+# playwright; without it, it is skipped
+if ! command -v chromium >/dev/null && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing chromium"
+    { apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; } \
+        >/dev/null 2>&1 || echo "test.sh: could not install chromium; the browser test will be skipped"
+fi
+
 # the live-systemd test (tests/acceptance/test_systemd_live.py) boots the units under a private systemd
 # (Debian's package; nothing starts on the host itself); without it, or without namespaces, it is skipped
 if [ ! -x /lib/systemd/systemd ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&

@@ -173,10 +173,15 @@ class NotifySocket:
         self.sock.close()
 
 
-def worker_daemon(dsn: str, folder: Path, worker_id: str) -> Daemon:
-    """A daemon with every test workflow, started and ready (the client tests' worker)."""
+def worker_daemon(dsn: str, folder: Path, worker_id: str, *, ready: bool = True) -> Daemon:
+    """A daemon with every test workflow, started and ready (the client tests' worker).
+
+    ready=False: started only; the caller starts something else meanwhile, then waits for
+    `worker_started` itself.
+    """
     from tests import workflows
 
     d = Daemon(dsn, write_config(folder / "c.json", workflows=workflows.ALL), "--worker-id", worker_id)
-    d.wait_event("worker_started", timeout=30)
+    if ready:
+        d.wait_event("worker_started", timeout=30)
     return d
