@@ -80,20 +80,24 @@ def dashboard(dsn: str, tmp_path: Path) -> Iterator[Dashboard]:
         yield seen
 
 
+def log_in(page: Any, base: str, token: str) -> None:
+    """The dashboard sends a stranger to the login form; the token opens it."""
+    page.goto(f"{base}/jobs")
+    sync_api.expect(page).to_have_url(f"{base}/login")
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Log in").click()
+    sync_api.expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
+
+
 def test_a_job_starts_and_is_cancelled_live_in_the_browser(dsn: str, dashboard: Dashboard) -> None:
     daemon, web, page = dashboard.daemon, dashboard.web, dashboard.page
     expect = sync_api.expect
     token = run(dsn, "tokens", "create", "browser", "--role", "admin").stdout.strip().splitlines()[-1]
 
-    # the dashboard sends a stranger to the login form; the token opens it
-    page.goto(f"{web.base}/jobs")
-    expect(page).to_have_url(f"{web.base}/login")
-    page.get_by_label("Token").fill(token)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    log_in(page, web.base, token)
 
     page.get_by_role("link", name="Jobs", exact=True).click()
-    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
     expect(page.locator("#jobs")).to_contain_text("no jobs")
     page.evaluate("window.__kept = 1")
 
@@ -119,15 +123,48 @@ def test_a_job_starts_and_is_cancelled_live_in_the_browser(dsn: str, dashboard: 
     # Cancel asks the running job to stop; the form's answer is a new page (the old one's marker is
     # gone), which then shows the end without a reload
     page.evaluate("window.__kept = 'before the form'")
-    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Cancel", exact=True).click()
     page.wait_for_function("() => window.__kept === undefined")
     expect(page.get_by_role("heading", name=f"Job {job_id}")).to_be_visible()
     page.evaluate("window.__kept = 2")
     expect(page.locator("#job-status")).to_have_text("cancelled")
     expect(page.get_by_role("button", name="Retry")).to_be_visible()
-    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel", exact=True)).to_have_count(0)
     assert page.evaluate("window.__kept") == 2, "the page was reloaded, not refreshed in place"
 
     daemon.wait_event("job_cancelled", job_id=job_id)
     assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert dashboard.problems == [], dashboard.problems
+
+
+def test_a_schedule_is_previewed_and_created_and_typing_survives_live_refreshes(
+    dsn: str, dashboard: Dashboard
+) -> None:
+    web, page = dashboard.web, dashboard.page
+    expect = sync_api.expect
+    token = run(dsn, "tokens", "create", "planner", "--role", "admin").stdout.strip().splitlines()[-1]
+    log_in(page, web.base, token)
+
+    page.get_by_role("link", name="Schedules", exact=True).click()
+    page.get_by_role("link", name="New schedule").click()
+    page.get_by_label("name").fill("every quarter hour")
+    page.get_by_label("job type").fill("noop")
+    page.get_by_label("kind").select_option("interval")
+    page.get_by_label("interval: every").fill("15m")
+    page.get_by_role("button", name="Preview next runs").click()
+    expect(page.locator("#preview li")).to_have_count(5)
+    assert "every quarter hour" in page.get_by_label("name").input_value()  # the form keeps what was typed
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("heading", name="Schedule every quarter hour")).to_be_visible()
+    expect(page.locator("#schedule-state")).to_have_text("active")
+
+    # a live page does not swap its forms away while someone types into them
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    typed = page.locator("form[action='/jobs/new'] input[name=job_type]")
+    typed.fill("half-typed")
+    page.locator("body").click(position={"x": 5, "y": 5})  # focus leaves the field; the text stays changed
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        jobcron.enqueue(conn, "noop")  # an event, and then the 3 s refresh, would both redraw the page
+    page.wait_for_timeout(4_000)  # longer than one refresh period: the absence of a redraw is the point
+    assert typed.input_value() == "half-typed"
     assert dashboard.problems == [], dashboard.problems
