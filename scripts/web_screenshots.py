@@ -6,8 +6,8 @@ one, schedules) photographed in headless Chromium.
 
 PostgreSQL is found as the tests find it (JOBCRON_TEST_DSN, else testcontainers, else an embedded
 server); the demo gets a database of its own, dropped at the end. Writes OUT/web-NAME.png at
-1280x800 for the login form, the overview, the jobs list and the running job's page, and for each of
-/workers, /schedules and /safety that answers 200 (the others are named and skipped). Needs Debian's
+1280x800 for the login form, the overview, the jobs list, the running job's page, workers, schedules,
+a schedule's form with its preview, and safety. Needs Debian's
 chromium (scripts/test.sh installs it as root) and playwright (the test extra).
 """
 
@@ -40,8 +40,7 @@ from tests.pgserver import find_test_dsn  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT = 1280, 800
 WAIT_MS = 30_000
-# pages that may or may not be there yet: photographed when they answer 200
-OPTIONAL_PAGES = ("workers", "schedules", "safety")
+PAGES = ("workers", "schedules", "safety")
 
 
 @contextlib.contextmanager
@@ -137,15 +136,23 @@ def photograph(base: str, token: str, running: str, out: Path) -> list[Path]:
             expect(page.get_by_role("link", name=running)).to_be_visible()
             shot("jobs")
             page.goto(f"{base}/jobs/{running}")
-            expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+            expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_visible()
             shot("job")
-            for name in OPTIONAL_PAGES:
+            for name in PAGES:
                 answer = page.goto(f"{base}/{name}")
-                code = answer.status if answer else None
-                if code != 200:
-                    print(f"web_screenshots: /{name} answered {code}; skipped")
-                    continue
+                if answer is None or answer.status != 200:
+                    raise SystemExit(f"web_screenshots: /{name} answered {answer.status if answer else None}")
                 shot(name)
+            page.goto(f"{base}/schedules/new")
+            page.get_by_label("name").fill("weekday-digest")
+            page.get_by_label("job type").fill("with_insights")
+            page.get_by_label("kind").select_option("weekly")
+            page.get_by_label("daily, weekly, monthly: at").fill("08:30")
+            page.get_by_label("weekly: weekdays").fill("mon-fri")
+            page.get_by_label("time zone").fill("Europe/Paris")
+            page.get_by_role("button", name="Preview next runs").click()
+            expect(page.locator("#preview li")).to_have_count(5)
+            shot("schedule-preview")
         finally:
             browser.close()
     return written
