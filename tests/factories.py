@@ -24,7 +24,7 @@ def insert_job(conn: psycopg.Connection[Any], **fields: Any) -> str:
         values.setdefault("locked_at", now)
         values.setdefault("heartbeat_at", now)
         values.setdefault("attempts", 1)
-    for key in ("metadata", "result", "errors"):
+    for key in ("metadata", "result", "errors", "progress"):
         if key in values and values[key] is not None and not isinstance(values[key], Jsonb):
             values[key] = Jsonb(values[key])
     columns = list(values)

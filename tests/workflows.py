@@ -27,6 +27,8 @@ ALL = {
         "hang",
         "cooperative",
         "nan_result",
+        "progress_loop",
+        "bad_progress",
     )
 }
 
@@ -131,3 +133,19 @@ def cooperative(ctx: WorkflowContext) -> None:
 def nan_result(ctx: WorkflowContext) -> dict[str, float]:
     """Returns a value JSON cannot hold."""
     return {"mean": float("nan")}
+
+
+def progress_loop(ctx: WorkflowContext) -> dict[str, int]:
+    """Reports progress as fast as it can for metadata.seconds, then returns how many reports it made."""
+    seconds = float(ctx.metadata.get("seconds", 3))
+    began = time.monotonic()
+    calls = 0
+    while (elapsed := time.monotonic() - began) < seconds:
+        ctx.progress(min(elapsed / seconds, 1.0), f"step {calls}")
+        calls += 1
+    return {"calls": calls}
+
+
+def bad_progress(ctx: WorkflowContext) -> None:
+    """Reports a fraction that is not one."""
+    ctx.progress(float(ctx.metadata.get("fraction", 1.5)))

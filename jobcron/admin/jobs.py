@@ -67,6 +67,24 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
     return {k: _jsonable(v) for k, v in row.items()}
 
 
+def progress_line(value: Any) -> str | None:
+    """A job's stored progress in words ("42% reading rows (attempt 2)"), None when there is none.
+
+    The column is the daemon's, but any writer may have put anything there: what is not the
+    daemon's shape is shown as such, never an error.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("fraction"), int | float):
+        return "unreadable progress value"
+    text = f"{float(value['fraction']) * 100:.0f}%"
+    if isinstance(value.get("message"), str) and value["message"]:
+        text += f" {value['message']}"
+    if isinstance(value.get("attempt"), int):
+        text += f" (attempt {value['attempt']})"
+    return text
+
+
 def list_jobs(
     conn: Connection,
     *,
@@ -135,6 +153,7 @@ def show_job(
         if reason is not None:
             omitted[column] = {"bytes": size, "reason": reason}
     job = _clean(row)
+    job["progress_text"] = progress_line(job.get("progress"))
     job["omitted"] = omitted
     job["insights_list"] = [_clean(i) for i in store.ops_job_insights(conn, job_id, insights_limit)]
     return job

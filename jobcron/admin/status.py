@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from jobcron import migrate, store
+from jobcron.admin.jobs import progress_line
 from jobcron.config import Config
 from jobcron.db import Connection
 
@@ -135,6 +136,8 @@ def collect_status(
                 "heartbeat_age_seconds": _seconds(r["heartbeat_age_seconds"]),
                 "attempt": r["attempts"],
                 "cancel_requested": r["cancel_requested"],
+                "progress": r["progress"],
+                "progress_text": progress_line(r["progress"]),
             }
             for r in running
         ],

@@ -108,11 +108,12 @@ def render_status(st: Mapping[str, Any]) -> str:
                 r["worker"],
                 format_duration(r["duration_seconds"]),
                 ago(r["heartbeat_age_seconds"]),
+                r.get("progress_text") or "",
                 "cancel requested" if r["cancel_requested"] else "",
             )
             for r in st["running"]
         ]
-        out.append(table(("JOB", "TYPE", "USER", "WORKER", "RUNNING FOR", "HEARTBEAT", ""), rows))
+        out.append(table(("JOB", "TYPE", "USER", "WORKER", "RUNNING FOR", "HEARTBEAT", "PROGRESS", ""), rows))
     if st["users"]:
         out.append("busiest users")
         out.append(
@@ -202,6 +203,8 @@ def render_job(job: Mapping[str, Any]) -> str:
         out.append(f"  {'file':<21}{job['file_id']} {job['file_path']} ({job['file_status']})")
     if job.get("schedule_id"):
         out.append(f"  {'schedule':<21}{job['schedule_id']} {job['schedule_name'] or ''}")
+    if job.get("progress") is not None:
+        out.append(f"  {'progress':<21}{job.get('progress_text')}")
     out.append(f"  {'error_message':<21}{job['error_message'] or '-'}")
     for name, value in shown_json.items():
         if name in omitted:

@@ -59,6 +59,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "cancel_requested": SERVER,
         "result": SERVER,
         "errors": SERVER,
+        "progress": SERVER,  # ctx.progress(), written with the heartbeat
         "dedup_key": APP,
         "schedule_id": SERVER,
         "parked": INTERNAL,

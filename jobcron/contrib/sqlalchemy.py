@@ -126,6 +126,7 @@ class Job(Base):
     cancel_requested: Mapped[bool] = _server()
     result: Mapped[Any] = _server(_JSON, nullable=True)
     errors: Mapped[list[Any]] = _server(_JSON)
+    progress: Mapped[Any] = _server(_JSON, nullable=True)
     # unique only among pending and running jobs: the partial index processing_jobs_dedup_uniq
     dedup_key: Mapped[str | None] = mapped_column(Text)
     schedule_id: Mapped[int | None] = _server(BigInteger)

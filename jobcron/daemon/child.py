@@ -39,6 +39,7 @@ TERMINATE_GRACE_SECONDS = 2.0
 EXIT_ORPHANED = 70  # the job process found its daemon gone, or silent for too long
 POLL_SECONDS = 0.02
 PING_SECONDS = 1.0
+PROGRESS_SEND_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,14 @@ class ChildAnswer(NamedTuple):
     job_id: str
     result: WorkflowResult | None = None
     failure: Failure | None = None
+
+
+class ProgressNote(NamedTuple):
+    """A running job's latest ctx.progress(), on the answers pipe before its answer."""
+
+    job_id: str
+    fraction: float
+    message: str | None
 
 
 class Control(NamedTuple):
@@ -156,6 +165,7 @@ def child_main(job_fd: int, answer_fd: int, control_fd: int) -> None:
         except EOFError:
             return
         ctx = state.begin(message)
+        ctx.progress_sink = _progress_sender(answers, message.job_id)
         try:
             workflow = registry.get(message.job_type)
             answer = ChildAnswer(message.job_id, result=call_workflow(workflow, ctx, setup.policy))
@@ -168,6 +178,27 @@ def child_main(job_fd: int, answer_fd: int, control_fd: int) -> None:
             state.end()
         send(answers, answer)
         structlog.contextvars.clear_contextvars()
+
+
+def _progress_sender(answers: Pipe, job_id: str) -> Any:
+    """ctx.progress in the job process: the latest report to the daemon, at most every PROGRESS_SEND_SECONDS.
+
+    A report inside the pause is kept and goes with the next call after it; the daemon writes to the
+    database less often still, so no report that matters waits long, and a tight loop costs no pipe
+    write per call.
+    """
+    lock = threading.Lock()
+    last = [0.0]
+
+    def send_progress(fraction: float, message: str | None) -> None:
+        now = time.monotonic()
+        with lock:
+            if now - last[0] < PROGRESS_SEND_SECONDS:
+                return
+            last[0] = now
+            send(answers, ProgressNote(job_id, fraction, message))
+
+    return send_progress
 
 
 @dataclass

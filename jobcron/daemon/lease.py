@@ -16,6 +16,9 @@ from jobcron import store
 from jobcron.daemon.state import DaemonState, Running
 from jobcron.db import Connection
 
+# a workflow's progress reaches the database at most this often (ctx.progress keeps only the latest)
+PROGRESS_SECONDS = 1.0
+
 
 class Lease:
     """Keeps the lease of whatever job the main thread runs."""
@@ -26,16 +29,26 @@ class Lease:
         self.log = log
 
     def due(self, now: float) -> Running | None:
-        """The running job, when its heartbeat is due."""
+        """The running job, when its heartbeat is due, or it reported progress not written for PROGRESS_SECONDS."""
         running = self.state.running()
-        if running is not None and now >= running.next_heartbeat and not running.lease_lost:
+        if running is None or running.lease_lost:
+            return None
+        if now >= running.next_heartbeat:
+            return running
+        fresh = running.ctx.reported is not None and running.ctx.reported != running.progress_written
+        if fresh and now >= running.progress_at + PROGRESS_SECONDS:
             return running
         return None
 
     def heartbeat(self, conn: Connection, running: Running) -> None:
-        """Refresh the job's heartbeat; act on a cancel request or a lost lease."""
-        running.next_heartbeat = time.monotonic() + self.heartbeat_seconds
-        cancel = store.heartbeat_job(conn, running.job.id, running.job.lease_token)
+        """Refresh the job's heartbeat (and its progress); act on a cancel request or a lost lease."""
+        now = time.monotonic()
+        running.next_heartbeat = now + self.heartbeat_seconds
+        reported = running.ctx.reported
+        progress = reported if reported != running.progress_written else None
+        cancel = store.heartbeat_job(conn, running.job.id, running.job.lease_token, progress)
+        if progress is not None:
+            running.progress_written, running.progress_at = progress, now
         if cancel is None:
             # rescued, reset by an operator (the blind UPDATE ... SET status = 'pending') or deleted: the
             # job may already run elsewhere, and this run can record nothing. A job process is terminated

@@ -25,6 +25,7 @@ from jobcron.daemon.child import (
     ChildSetup,
     Control,
     JobMessage,
+    ProgressNote,
     orphan_after,
     ping_seconds,
     recv,
@@ -183,13 +184,9 @@ class ChildRunner:
         cancel_since: float | None = None
         told: set[str] = set()
         while True:
-            if child.answered(POLL_SECONDS):
-                try:
-                    answer: ChildAnswer = recv(child.answers)
-                except EOFError:
-                    pass
-                else:
-                    return self._outcome(answer, job, ctx, worker_id, policy)
+            answer = _answer(child, job, ctx)
+            if answer is not None:
+                return self._outcome(answer, job, ctx, worker_id, policy)
             now = time.monotonic()
             if child.proc.poll() is not None:
                 code = child.proc.returncode
@@ -265,6 +262,21 @@ class ChildRunner:
         if answer.failure.kind == "MemoryError":
             self.kill("MemoryError in the job process")  # not trusted with the next job
         return from_failure(answer.failure, job, ctx, policy, worker_id)
+
+
+def _answer(child: _Child, job: ClaimedJob, ctx: WorkflowContext) -> ChildAnswer | None:
+    """The job process's answer when one came within POLL_SECONDS; a progress note is kept in ctx."""
+    if not child.answered(POLL_SECONDS):
+        return None
+    try:
+        message: ChildAnswer | ProgressNote = recv(child.answers)
+    except EOFError:
+        return None  # it died: the caller sees it
+    if isinstance(message, ProgressNote):
+        if message.job_id == job.id:
+            ctx.reported = (message.fraction, message.message)  # the lease writes it
+        return None
+    return message
 
 
 __all__ = ["ChildRunner", "Supervision", "describe_exit"]

@@ -32,6 +32,9 @@ class Running:
     force: bool = False
     timeout_seconds: float | None = None
     timeout_reported: bool = False
+    # the workflow's progress as last written, and when (the lease writes a newer one at most every PROGRESS_SECONDS)
+    progress_written: tuple[float, str | None] | None = None
+    progress_at: float = 0.0
 
 
 class DaemonState:

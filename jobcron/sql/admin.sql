@@ -75,6 +75,7 @@ LIMIT 1;
 -- name: ops_running_jobs
 -- Running jobs, longest first, with their worker and how long they have run.
 SELECT id, job_type, user_id, locked_by AS worker, started_at, heartbeat_at, attempts, cancel_requested,
+       progress,
        CASE WHEN isfinite(started_at) THEN extract(epoch FROM now() - started_at)::float8 END
            AS duration_seconds,
        CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at)::float8 END
@@ -171,7 +172,7 @@ SELECT j.id, j.status, j.job_type, j.user_id, j.priority, j.business_description
        octet_length(t.metadata) AS metadata_bytes,
        j.attempts, j.retry_count, j.max_retries, j.timeout_seconds, j.dedup_key,
        j.created_at, j.scheduled_at, j.started_at, j.completed_at, j.updated_at,
-       j.locked_by, j.locked_at, j.heartbeat_at, j.cancel_requested, j.error_message,
+       j.locked_by, j.locked_at, j.heartbeat_at, j.cancel_requested, j.error_message, j.progress,
        CASE WHEN octet_length(t.errors) <= %(max_bytes)s::int THEN t.errors END AS errors,
        octet_length(t.errors) AS errors_bytes,
        CASE WHEN octet_length(t.result) <= %(max_bytes)s::int THEN t.result END AS result,

@@ -241,7 +241,12 @@ SELECT id, file_path, original_name, status FROM files WHERE id = %(id)s;
 
 -- name: heartbeat_job
 -- Refresh the running job's heartbeat; no row means the lease was lost. cancel_force: the latest cancel request said "force".
-UPDATE processing_jobs SET heartbeat_at = now()
+UPDATE processing_jobs
+SET heartbeat_at = now(),
+    -- the workflow's latest ctx.progress(), when it reported one since the last heartbeat
+    progress = CASE WHEN %(fraction)s::float8 IS NULL THEN progress
+                    ELSE jsonb_build_object('fraction', %(fraction)s::float8, 'message', %(message)s::text,
+                                            'attempt', attempts, 'at', now()) END
 WHERE id = %(id)s AND lease_token = %(lease_token)s AND status = 'processing'
 RETURNING cancel_requested,
           -- the cancel command records each request in errors; a daemon that missed the NOTIFY sees "force" here

@@ -167,9 +167,16 @@ def get_file(conn: Connection, file_id: str) -> dict[str, Any] | None:
     return _one(conn, "get_file", {"id": file_id})
 
 
-def heartbeat_job(conn: Connection, job_id: str, lease_token: str) -> str | None:
-    """Refresh a running job's heartbeat: None if the lease is lost, else the cancel request: "", "cancel" or "force"."""
-    row = _one(conn, "heartbeat_job", {"id": job_id, "lease_token": lease_token})
+def heartbeat_job(
+    conn: Connection, job_id: str, lease_token: str, progress: tuple[float, str | None] | None = None
+) -> str | None:
+    """Refresh a running job's heartbeat, and its progress when given (fraction, message).
+
+    None if the lease is lost, else the cancel request: "", "cancel" or "force".
+    """
+    fraction, message = progress if progress is not None else (None, None)
+    params = {"id": job_id, "lease_token": lease_token, "fraction": fraction, "message": message}
+    row = _one(conn, "heartbeat_job", params)
     if row is None:
         return None
     if not row["cancel_requested"]:

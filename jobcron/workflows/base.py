@@ -10,6 +10,8 @@ from typing import Any
 
 from jobcron.errors import JobCancelled
 
+MAX_PROGRESS_MESSAGE = 200
+
 
 @dataclass(frozen=True)
 class FileInfo:
@@ -63,6 +65,29 @@ class WorkflowContext:
     created_at: datetime | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    # the latest ctx.progress() as (fraction, message); the daemon writes it with the job's heartbeat
+    reported: tuple[float, str | None] | None = None
+    # the job process passes each report on to its daemon (throttled); None in the daemon itself
+    progress_sink: Callable[[float, str | None], None] | None = None
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the job is: a fraction from 0 to 1 and an optional message.
+
+        Cheap enough for a tight loop: it only keeps the latest report, which the daemon stores with the
+        job at most about once a second (`jobs show`, `status`, the dashboard). A fraction that is not a
+        number from 0 to 1 raises ValueError (TypeError for a non-number); a message is cut to 200
+        characters.
+        """
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise TypeError(
+                f"ctx.progress: fraction must be a number from 0 to 1, got {type(fraction).__name__}"
+            )
+        if not 0.0 <= fraction <= 1.0:  # NaN fails this too
+            raise ValueError(f"ctx.progress: fraction must be a number from 0 to 1, got {fraction!r}")
+        text = None if message is None else str(message)[:MAX_PROGRESS_MESSAGE]
+        self.reported = (float(fraction), text)
+        if self.progress_sink is not None:
+            self.progress_sink(float(fraction), text)
 
     @property
     def should_stop(self) -> bool:

@@ -218,3 +218,21 @@ def test_the_api_previews_a_schedule_with_the_cli_s_rules(site: Site) -> None:
     assert len(runs["next_runs"]) == 3 and runs["description"]
     bad = client.post("/api/schedules/preview", json={**body, "every": "soon"}, headers=auth)
     assert bad.status_code == 422 and "--every" in bad.json()["error"]
+
+
+def test_a_running_job_s_progress_shows_on_its_page_and_the_overview(site: Site, conn: Conn) -> None:
+    client, tokens = site
+    progress = {
+        "fraction": 0.42,
+        "message": "<b>reading</b>",
+        "attempt": 1,
+        "at": "2026-12-03T10:00:00+00:00",
+    }
+    job_id = insert_job(conn, job_type="noop", status="processing", progress=progress)
+    odd = insert_job(conn, job_type="noop", status="processing", progress=["not", "ours"])
+    conn.commit()
+    log_in(client, tokens["viewer"])
+    page = client.get(f"/jobs/{job_id}").text
+    assert '<progress max="1" value="0.42">' in page and "42% &lt;b&gt;reading&lt;/b&gt; (attempt 1)" in page
+    assert "42% &lt;b&gt;reading&lt;/b&gt;" in client.get("/").text
+    assert "unreadable progress value" in client.get(f"/jobs/{odd}").text

@@ -208,3 +208,44 @@ def test_quantiles_and_ranks_match_the_statistics_module() -> None:
         statistics.quantiles(xs, n=4, method="inclusive")
     )
     assert ranks([10.0, 20.0, 10.0, 30.0]) == [1.5, 3.0, 1.5, 4.0]
+
+
+def test_analysis_reports_its_progress_through_the_file(tmp_path: Path) -> None:
+    rows = "\n".join(f"{i},{i * 1.5},r{i % 7}" for i in range(200_000))
+    (tmp_path / "big.csv").write_text("id,amount,region\n" + rows)
+    seen: list[tuple[float, str | None]] = []
+    ctx = WorkflowContext(
+        job_id="t",
+        job_type="analysis",
+        attempt=1,
+        user_id=None,
+        business_description=None,
+        metadata={},
+        file=FileInfo("f", "big.csv", None, "processing"),
+        logger=structlog.get_logger(),
+        settings=WorkflowSettings(file_root=str(tmp_path)),
+        progress_sink=lambda fraction, message: seen.append((fraction, message)),
+    )
+    analysis(ctx)
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and len(set(fractions)) >= 4
+    assert seen[-1] == (0.95, "building insights") and seen[1][1] == "reading big.csv"
+    assert ctx.reported == (0.95, "building insights")
+
+
+@pytest.mark.parametrize(
+    ("fraction", "error"),
+    [
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        (-0.1, ValueError),
+        ("half", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_a_progress_fraction_must_be_a_number_from_0_to_1(fraction: Any, error: type[Exception]) -> None:
+    ctx = WorkflowContext("t", "x", 1, None, None, {}, None, structlog.get_logger())
+    with pytest.raises(error, match="fraction must be a number from 0 to 1"):
+        ctx.progress(fraction)
+    ctx.progress(1, "x" * 500)
+    assert ctx.reported == (1.0, "x" * 200)

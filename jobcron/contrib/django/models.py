@@ -186,6 +186,7 @@ class Job(Shared):
     cancel_requested = ServerBoolean()
     result = ServerJSON(null=True)
     errors = ServerJSON()
+    progress = ServerJSON(null=True)
     # unique only among pending and running jobs (a partial index): not unique=True
     dedup_key = models.TextField(null=True, blank=True)
     schedule_id = ServerBigInteger(null=True)

@@ -20,6 +20,8 @@ from jobcron.workflows.analysis.profile import Profile
 from jobcron.workflows.analysis.readers import MAX_KEYS, open_table
 from jobcron.workflows.base import WorkflowContext, WorkflowResult
 
+READ_SHARE = 0.95
+
 
 def analysis(ctx: WorkflowContext) -> WorkflowResult:
     """Analyse the job's CSV/TSV/JSON/JSON-lines file and return a summary and insight rows."""
@@ -36,10 +38,17 @@ def analysis(ctx: WorkflowContext) -> WorkflowResult:
         text = TextReader(raw, shown, ctx.settings.analysis_max_bytes)
         names = [n for n in (ctx.file.original_name, real.name) if n]
         table = open_table(text.chunks(), names, shown)
-        profile = Profile(
-            table, ctx.business_description, ctx.settings.analysis_max_rows, ctx.check_cancelled
-        )
+        label = f"reading {ctx.file.original_name or real.name}"
+
+        def between_batches() -> None:
+            # progress through the file: the share of its bytes read (the last 5% are the insights)
+            ctx.check_cancelled()
+            ctx.progress(READ_SHARE * min(raw.tell() / size, 1.0), label)
+
+        ctx.progress(0.0, label)
+        profile = Profile(table, ctx.business_description, ctx.settings.analysis_max_rows, between_batches)
         profile.run()
+    ctx.progress(READ_SHARE, "building insights")
     if profile.rows == 0:
         what = "a header but no data rows" if table.format in ("csv", "tsv") else "no records"
         raise InvalidJob(f"analysis: {shown} has {what}")
