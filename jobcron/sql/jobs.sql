@@ -240,22 +240,33 @@ SELECT status, lease_token = %(recorded_lease)s::uuid AS ours FROM processing_jo
 SELECT id, file_path, original_name, status FROM files WHERE id = %(id)s;
 
 -- name: heartbeat_job
--- Refresh the running job's heartbeat; no row means the lease was lost. cancel_force: the latest cancel request said "force".
-UPDATE processing_jobs
-SET heartbeat_at = now(),
-    -- the workflow's latest ctx.progress(), when it reported one since the last heartbeat
-    progress = CASE WHEN %(fraction)s::float8 IS NULL THEN progress
-                    ELSE jsonb_build_object('fraction', %(fraction)s::float8, 'message', %(message)s::text,
-                                            'attempt', attempts, 'at', now()) END
-WHERE id = %(id)s AND lease_token = %(lease_token)s AND status = 'processing'
-RETURNING cancel_requested,
-          -- the cancel command records each request in errors; a daemon that missed the NOTIFY sees "force" here
-          CASE WHEN cancel_requested
-               THEN coalesce((SELECT (e.value ->> 'force')::bool
-                              FROM jsonb_array_elements(errors) WITH ORDINALITY AS e(value, n)
-                              WHERE e.value ->> 'type' = 'CancelRequested'
-                              ORDER BY e.n DESC LIMIT 1), false)
-               ELSE false END AS cancel_force;
+-- Refresh the running job's heartbeat (and its progress, when given); no row means the lease was lost.
+-- cancel_force: the latest cancel request said "force". A progress write is also told to listeners of
+-- `jobcron_progress` as {"id", "fraction", "message", "attempt"} (delivered at commit, as every NOTIFY).
+WITH beat AS (
+    UPDATE processing_jobs
+    SET heartbeat_at = now(),
+        -- the workflow's latest ctx.progress(), when it reported one since the last heartbeat
+        progress = CASE WHEN %(fraction)s::float8 IS NULL THEN progress
+                        ELSE jsonb_build_object('fraction', %(fraction)s::float8, 'message', %(message)s::text,
+                                                'attempt', attempts, 'at', now()) END
+    WHERE id = %(id)s AND lease_token = %(lease_token)s AND status = 'processing'
+    RETURNING id, attempts, cancel_requested,
+              -- the cancel command records each request in errors; a daemon that missed the NOTIFY sees "force" here
+              CASE WHEN cancel_requested
+                   THEN coalesce((SELECT (e.value ->> 'force')::bool
+                                  FROM jsonb_array_elements(errors) WITH ORDINALITY AS e(value, n)
+                                  WHERE e.value ->> 'type' = 'CancelRequested'
+                                  ORDER BY e.n DESC LIMIT 1), false)
+                   ELSE false END AS cancel_force
+)
+SELECT cancel_requested, cancel_force,
+       CASE WHEN %(fraction)s::float8 IS NOT NULL
+            THEN pg_notify('jobcron_progress',
+                           jsonb_build_object('id', id, 'fraction', %(fraction)s::float8,
+                                              'message', left(%(message)s::text, 200), 'attempt', attempts)::text)
+       END::text AS told
+FROM beat;
 
 -- name: release_worker_jobs
 -- Put back, uncharged, jobs locked by this worker that it does not hold (a claim whose commit was not seen); keep_ids: the jobs it holds (running, being recorded, claimed next).

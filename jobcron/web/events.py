@@ -1,7 +1,9 @@
 """The event stream: one LISTEN connection for the whole web process, every client fed from it.
 
 `event: jobs` carries each jobcron_events payload (jobs that finished or went back to pending),
-`event: queue` each jobcron_jobs one (jobs were inserted or a slot freed); claims send nothing.
+`event: queue` each jobcron_jobs one (jobs were inserted or a slot freed), `event: progress` each
+jobcron_progress one (a running job's ctx.progress, at most about once a second per job); claims send
+nothing.
 
 The first client starts the listener; each client gets a bounded queue of payloads. A client that
 reads too slowly loses the oldest payloads and is told so (`event: lagged`), never slowing the others.
@@ -19,6 +21,7 @@ import psycopg
 
 KEEPALIVE = 15.0
 QUEUE_SIZE = 1000
+CHANNEL_EVENTS = {"jobcron_events": "jobs", "jobcron_jobs": "queue", "jobcron_progress": "progress"}
 
 
 class EventHub:
@@ -46,12 +49,11 @@ class EventHub:
                 ) as conn:
                     await conn.execute("LISTEN jobcron_events")
                     await conn.execute("LISTEN jobcron_jobs")
+                    await conn.execute("LISTEN jobcron_progress")
                     self._publish('{"listening": true}', event="ready")
                     async for notify in conn.notifies():
                         # jobcron_events: jobs that moved (docs/clients.md); jobcron_jobs: new jobs
-                        self._publish(
-                            notify.payload, "jobs" if notify.channel == "jobcron_events" else "queue"
-                        )
+                        self._publish(notify.payload, CHANNEL_EVENTS.get(notify.channel, "queue"))
             except psycopg.Error:
                 self._publish('{"listening": false}', event="reconnecting")
                 await asyncio.sleep(1.0)  # the database is away: try again, the clients stay connected

@@ -31,6 +31,13 @@ CREATE TRIGGER count_progress AFTER UPDATE OF progress ON processing_jobs
 """
 
 
+def progress_listener(dsn: str) -> psycopg.Connection[Any]:
+    """A connection listening on jobcron_progress."""
+    conn = psycopg.connect(dsn, autocommit=True)
+    conn.execute("LISTEN jobcron_progress")
+    return conn
+
+
 @pytest.mark.parametrize("mode", ["inline", "process"])
 def test_a_tight_loop_of_progress_calls_costs_about_one_write_a_second(
     dsn: str, tmp_path: Path, mode: str
@@ -43,6 +50,7 @@ def test_a_tight_loop_of_progress_calls_costs_about_one_write_a_second(
             job_processing={"execution_mode": mode},
             daemon={"heartbeat_interval_seconds": 30},  # progress, not the heartbeat, is what writes
         )
+        listener = progress_listener(dsn)
         daemon = Daemon(dsn, config, "--worker-id", f"progress-{mode}")
         try:
             daemon.wait_event("worker_started", timeout=30)
@@ -50,6 +58,8 @@ def test_a_tight_loop_of_progress_calls_costs_about_one_write_a_second(
             job = jobcron.wait(conn, job_id, timeout=60)
         finally:
             daemon.stop_cleanly()
+        with listener:
+            told = [json.loads(n.payload) for n in listener.notifies(timeout=0.5)]
         assert job.status == "completed", job
         calls = job.result["calls"]
         writes = conn.execute(
@@ -63,6 +73,11 @@ def test_a_tight_loop_of_progress_calls_costs_about_one_write_a_second(
     fractions = [w["progress"]["fraction"] for w in writes]
     assert fractions == sorted(fractions) and 0 <= fractions[0] < fractions[-1] <= 1
     assert writes[-1]["progress"]["message"].startswith("step ") and writes[-1]["progress"]["attempt"] == 1
+
+    # each write is told to listeners of jobcron_progress, with what was written
+    assert [(t["id"], t["fraction"], t["message"]) for t in told] == [
+        (job_id, w["progress"]["fraction"], w["progress"]["message"]) for w in writes
+    ]
 
     shown = json.loads(run(dsn, "jobs", "show", job_id, "--json").stdout)
     assert shown["progress"]["fraction"] == fractions[-1]

@@ -32,6 +32,7 @@
   var events = new EventSource("/api/events");
   events.addEventListener("jobs", function () { if (!pending) pending = setTimeout(refresh, 300); });
   events.addEventListener("queue", function () { if (!pending) pending = setTimeout(refresh, 300); });
+  events.addEventListener("progress", function () { if (!pending) pending = setTimeout(refresh, 300); });
   // a claim sends no event: what starts running shows within a few seconds
   setInterval(function () { if (!pending && !document.hidden) refresh(); }, 3000);
 })();
