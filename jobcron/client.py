@@ -39,8 +39,12 @@ FIELDS = (
     "file_id",
     "file_path",
     "business_description",
+    "depends_on",
+    "run_anyway",
 )
-ALIASES = {"scheduled_at": "run_at", "type": "job_type"}
+ALIASES = {"scheduled_at": "run_at", "type": "job_type", "after": "depends_on"}
+MAX_PARENTS = 1000
+_BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False, "": False}
 KNOWN = frozenset(FIELDS) | frozenset(ALIASES)
 DEFAULT_MAX_METADATA_BYTES = 65536
 PRIORITY_RANGE = (-1000, 1000)
@@ -150,10 +154,11 @@ def check_fields(fields: Mapping[str, Any], max_metadata_bytes: int) -> tuple[An
         unknown = sorted(k for k in fields if k not in KNOWN)
         raise InvalidInput(f"unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})")
     f = fields
-    if "scheduled_at" in f or "type" in f:
+    if "scheduled_at" in f or "type" in f or "after" in f:
         f = {ALIASES.get(k, k): v for k, v in fields.items()}
     get = f.get
     job_type = check_job_type(get("job_type"))
+    depends_on, run_anyway = _dependencies(get("depends_on"), get("run_anyway"))
     user_id, metadata, priority, run_at, max_retries, timeout, dedup_key, file_id, file_path, description = (
         get("user_id"),
         get("metadata"),
@@ -204,7 +209,43 @@ def check_fields(fields: Mapping[str, Any], max_metadata_bytes: int) -> tuple[An
         file_id,
         file_path,
         description,
+        depends_on,
+        run_anyway,
     )
+
+
+def _dependencies(depends_on: Any, run_anyway: Any) -> tuple[list[str] | None, bool | None]:
+    """depends_on and run_anyway checked (run_anyway: None unless true)."""
+    if depends_on is None and run_anyway is None:
+        return None, None  # the common case: one test
+    parents = None if depends_on is None else parent_ids(depends_on)
+    if run_anyway is None:
+        return parents, None
+    if isinstance(run_anyway, str) and run_anyway.strip().lower() in _BOOLEAN_WORDS:
+        run_anyway = _BOOLEAN_WORDS[run_anyway.strip().lower()]  # a CSV column
+    if not isinstance(run_anyway, bool):
+        raise InvalidInput(f"run_anyway: expected true or false, got {_kind(run_anyway)}")
+    if run_anyway and not parents:
+        raise InvalidInput("run_anyway: only means something with depends_on")
+    return parents, run_anyway or None
+
+
+def parent_ids(value: Any) -> list[str] | None:
+    """depends_on as a list of job ids (UUID text, repeats dropped, order kept); None when empty."""
+    if isinstance(value, str):
+        # one id, or several apart by spaces, commas or semicolons (a CSV column)
+        value = [part for part in re.split(r"[\s,;]+", value) if part]
+    if not isinstance(value, (list, tuple)):
+        raise InvalidInput(f"depends_on: expected an array of job ids, got {_kind(value)}")
+    ids: dict[str, None] = {}
+    for index, item in enumerate(value):
+        try:
+            ids[str(uuid.UUID(str(item)))] = None
+        except ValueError:
+            raise InvalidInput(f"depends_on[{index}]: not a job id (UUID): {str(item)[:60]!r}") from None
+    if len(ids) > MAX_PARENTS:
+        raise InvalidInput(f"depends_on: {len(ids)} jobs, more than the limit of {MAX_PARENTS}")
+    return list(ids) or None
 
 
 def validate(
@@ -253,6 +294,8 @@ def enqueue_params(fields: Mapping[str, Any], max_metadata_bytes: int) -> dict[s
         "max_retries": job.get("max_retries"),
         "timeout_seconds": job.get("timeout_seconds"),
         "dedup_key": job.get("dedup_key"),
+        "depends_on": job.get("depends_on"),
+        "run_anyway": bool(job.get("run_anyway")),
     }
     if "file_path" in job:
         name, size = _file_facts(job["file_path"])
@@ -323,6 +366,8 @@ def copy_row(checked: tuple[Any, ...], ids: Iterator[str], now: str) -> tuple[An
         file_id,
         file_path,
         desc,
+        depends_on,
+        run_anyway,
     ) = checked
     name = size = None
     if file_path is not None:
@@ -343,6 +388,8 @@ def copy_row(checked: tuple[Any, ...], ids: Iterator[str], now: str) -> tuple[An
         file_path,
         name,
         size,
+        None if depends_on is None else "{" + ",".join(depends_on) + "}",
+        bool(run_anyway),
     )
 
 

@@ -141,6 +141,16 @@ class UnknownReference(StoreError):
     """A row names another that does not exist (a file_id with no files row, a schedule that is gone)."""
 
 
+class UnknownParent(UnknownReference):
+    """A job's depends_on names a job that does not exist (the message names it)."""
+
+    def __str__(self) -> str:
+        # the server's own sentence ("depends_on: job ... does not exist"), without its context lines
+        diag = getattr(self, "diag", None)
+        primary = getattr(diag, "message_primary", None)
+        return str(primary) if primary else super().__str__()
+
+
 class RowRefused(StoreError):
     """A value a CHECK constraint refuses (a priority out of range, a template the schema rejects)."""
 

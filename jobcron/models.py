@@ -11,6 +11,7 @@ from typing import Any
 class JobStatus(enum.StrEnum):
     """The `processing_jobs.status` values (a CHECK constraint holds the same list)."""
 
+    WAITING = "waiting"  # for its parents (depends_on): claimed by nobody until they end
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"
@@ -73,15 +74,18 @@ class Outcome:
     status: JobStatus
     result: Any = None
     insights: list[dict[str, Any]] = field(default_factory=list)
+    followups: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, Any] | None = None
     delay_seconds: float = 0.0
     retry_increment: int = 0
     uncharge: bool = False
 
     @classmethod
-    def completed(cls, result: Any, insights: list[dict[str, Any]]) -> Outcome:
-        """The workflow returned: the result and its insight rows are stored with the job."""
-        return cls(JobStatus.COMPLETED, result=result, insights=insights)
+    def completed(
+        cls, result: Any, insights: list[dict[str, Any]], followups: list[dict[str, Any]] | None = None
+    ) -> Outcome:
+        """The workflow returned: the result, its insight rows and its follow-up jobs are stored with the job."""
+        return cls(JobStatus.COMPLETED, result=result, insights=insights, followups=followups or [])
 
     @classmethod
     def retry(cls, error: dict[str, Any], delay_seconds: float) -> Outcome:

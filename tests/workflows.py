@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jobcron.errors import InvalidJob, PermanentError, TransientError
-from jobcron.workflows.base import Insight, WorkflowContext, WorkflowResult
+from jobcron.workflows.base import FollowUp, Insight, WorkflowContext, WorkflowResult
 
 ALL = {
     name: f"tests.workflows:{name}"
@@ -29,6 +29,7 @@ ALL = {
         "nan_result",
         "progress_loop",
         "bad_progress",
+        "spawn",
     )
 }
 
@@ -149,3 +150,12 @@ def progress_loop(ctx: WorkflowContext) -> dict[str, int]:
 def bad_progress(ctx: WorkflowContext) -> None:
     """Reports a fraction that is not one."""
     ctx.progress(float(ctx.metadata.get("fraction", 1.5)))
+
+
+def spawn(ctx: WorkflowContext) -> WorkflowResult:
+    """Returns metadata.followups (a list of FollowUp fields) as follow-up jobs; metadata.log: one line per run."""
+    if ctx.metadata.get("log"):
+        with open(ctx.metadata["log"], "a", encoding="utf-8") as fh:
+            fh.write(f"{ctx.job_id} {os.getpid()}\n")
+    wanted = ctx.metadata.get("followups", [])
+    return WorkflowResult(result={"spawned": len(wanted)}, followups=[FollowUp(**f) for f in wanted])

@@ -40,7 +40,7 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
 
 -- start from nothing on jobcron's objects, so a re-run after a change grants exactly this file
 REVOKE ALL ON jobcron_migrations, processing_jobs, files, insights, job_schedules, schedule_executions,
-              job_workers, job_pauses, jobcron_tokens, jobcron_sessions
+              job_workers, job_pauses, jobcron_tokens, jobcron_sessions, job_dependencies
     FROM :"worker_role", :"enqueuer_role";
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA :"schema" FROM :"worker_role", :"enqueuer_role";
 GRANT USAGE ON SCHEMA :"schema" TO :"worker_role", :"enqueuer_role";
@@ -54,6 +54,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON processing_jobs TO :"worker_role";
 GRANT SELECT, UPDATE ON files TO :"worker_role";
 -- results, written in the transaction that completes the job; never read back by the daemon
 GRANT INSERT ON insights TO :"worker_role";
+-- a result's follow-up jobs are linked to their job in that transaction (the links of depends_on, and
+-- releasing or cancelling dependants, are written by trigger functions that run as their owner)
+GRANT SELECT, INSERT ON job_dependencies TO :"worker_role";
 -- firing schedules: lock the due ones, advance them, record each occurrence once
 GRANT SELECT, UPDATE ON job_schedules TO :"worker_role";
 GRANT SELECT, INSERT, UPDATE ON schedule_executions TO :"worker_role";
@@ -71,7 +74,7 @@ GRANT UPDATE (paused_at) ON job_pauses TO :"worker_role";
 -- nor say who enqueued it (enqueued_by defaults to the inserting role). An ORM that names only these
 -- columns and lets the server fill the rest (jobcron.contrib.sqlalchemy, jobcron.contrib.django) works.
 GRANT INSERT (id, job_type, file_id, user_id, business_description, metadata, priority, scheduled_at,
-              max_retries, timeout_seconds, dedup_key)
+              max_retries, timeout_seconds, dedup_key, depends_on, run_anyway)
     ON processing_jobs TO :"enqueuer_role";
 -- Every column but the lease: an ORM reads back the server's defaults (RETURNING status, attempts, ...)
 -- and a caller its job's status, result and error history. The lease token is what a daemon proves its

@@ -20,7 +20,7 @@ from jobcron.config import Config
 from jobcron.db import Connection
 from jobcron.errors import DuplicateKey, InvalidInput, JobCronError, JobNotFound
 
-STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+STATUSES = ("waiting", "pending", "processing", "completed", "failed", "cancelled")
 FINISHED = ("completed", "failed", "cancelled")
 MAX_LIST = 10_000
 PURGE_BATCH = 5000
@@ -135,6 +135,10 @@ def _cursor_arg(text: str) -> tuple[datetime, str]:
         raise InvalidInput(f"after: not a page cursor (give the `next` value of a page): {text!r}") from None
 
 
+# parents and children listed by show_job (the totals are always given)
+RELATIVES_LIMIT = 50
+
+
 def show_job(
     conn: Connection, job_id: str, insights_limit: int = 20, max_bytes: int = SHOW_MAX_BYTES
 ) -> dict[str, Any]:
@@ -156,6 +160,15 @@ def show_job(
     job["progress_text"] = progress_line(job.get("progress"))
     job["omitted"] = omitted
     job["insights_list"] = [_clean(i) for i in store.ops_job_insights(conn, job_id, insights_limit)]
+    relatives = store.ops_job_relatives(conn, job_id, RELATIVES_LIMIT)
+    for relation in ("parent", "child"):
+        rows = [r for r in relatives if r["relation"] == relation]
+        key = "parents" if relation == "parent" else "children"
+        job[key] = [
+            {"id": str(r["id"]), "job_type": r["job_type"], "status": r["status"], "settled": r["settled"]}
+            for r in rows
+        ]
+        job[f"{key}_total"] = int(rows[0]["total"]) if rows else 0
     return job
 
 

@@ -18,7 +18,7 @@ from jobcron.admin.jobs import progress_line
 from jobcron.config import Config
 from jobcron.db import Connection
 
-STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+STATUSES = ("waiting", "pending", "processing", "completed", "failed", "cancelled")
 FINISHED = ("completed", "failed", "cancelled")
 EXACT_COUNT_MAX_BYTES = 32 * 1024 * 1024
 DEAD_AFTER_HEARTBEATS = 3
@@ -94,6 +94,7 @@ def collect_status(
         finished = _estimate_finished(estimate_row, int(active["pending"]) + int(active["processing"]))
         finished_exact = False
     counts: dict[str, int | None] = {
+        "waiting": int(active["waiting"]),
         "pending": int(active["pending"]),
         "processing": int(active["processing"]),
         **{s: (None if finished is None else finished[s]) for s in FINISHED},

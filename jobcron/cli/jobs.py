@@ -27,7 +27,7 @@ from jobcron.cli.common import (
 from jobcron.cli.render import echo, redact, render_job, render_jobs
 from jobcron.db import Connection
 from jobcron.durations import format_duration, parse_duration, parse_instant, parse_since
-from jobcron.errors import BulkInputError, InvalidInput, JsonRefused, UnknownReference
+from jobcron.errors import BulkInputError, InvalidInput, JsonRefused, UnknownParent, UnknownReference
 from jobcron.jsontext import parse_json
 from jobcron.terminal import printable_data
 
@@ -265,6 +265,19 @@ def _metadata(text: str | None) -> Any:
 @click.option("--max-retries", type=int, default=None)
 @click.option("--timeout", default=None, help="Hard timeout of the job: seconds or a duration (30m).")
 @click.option("--description", "business_description", default=None)
+@click.option(
+    "--after",
+    "depends_on",
+    multiple=True,
+    metavar="JOB_ID",
+    help="Run only after this job completes (repeatable); waits as 'waiting' until then.",
+)
+@click.option(
+    "--run-anyway",
+    is_flag=True,
+    default=None,
+    help="With --after: run even if a parent fails or is cancelled (else this job is cancelled too).",
+)
 @click.option("--bulk", "bulk_path", default=None, help="Enqueue every line of FILE ('-' = stdin).")
 @click.option(
     "--format",
@@ -294,6 +307,8 @@ def enqueue_cmd(
                     raise InvalidInput("--type: missing (or give --bulk FILE)")
                 try:
                     job_id, created = client.enqueue_one(conn, fields, max_metadata_bytes=max_bytes)
+                except UnknownParent as exc:
+                    raise InvalidInput(f"--after: {exc}") from None
                 except UnknownReference as exc:
                     # bad input, not a database failure: the id names a row that does not exist
                     column = "file_id" if exc.constraint == "processing_jobs_file_id_fkey" else "a reference"
@@ -321,7 +336,9 @@ def enqueue_cmd(
 
 
 def _fields(flags: dict[str, Any]) -> dict[str, Any]:
-    fields = {k: v for k, v in flags.items() if v is not None}
+    fields = {k: v for k, v in flags.items() if v is not None and v != ()}
+    if "depends_on" in fields:
+        fields["depends_on"] = list(fields["depends_on"])
     if "metadata" in fields:
         fields["metadata"] = _metadata(fields["metadata"])
     if "timeout" in fields:

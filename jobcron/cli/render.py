@@ -73,7 +73,8 @@ def render_status(st: Mapping[str, Any]) -> str:
     out = [f"job_cron status at {st['generated_at']}"]
     out.append(
         f"jobs        pending {num(c['pending'])} ({num(st['pending_due'])} due"
-        f"{_parked(st)}, {num(st['pending_scheduled'])} later)   running {num(c['processing'])}   "
+        f"{_parked(st)}, {num(st['pending_scheduled'])} later)   waiting {num(c.get('waiting') or 0)}   "
+        f"running {num(c['processing'])}   "
         f"completed {num(c['completed'], est)}   failed {num(c['failed'], est)}   "
         f"cancelled {num(c['cancelled'], est)}" + ("   (~ estimated)" if est else "")
     )
@@ -206,6 +207,7 @@ def render_job(job: Mapping[str, Any]) -> str:
     if job.get("progress") is not None:
         out.append(f"  {'progress':<21}{job.get('progress_text')}")
     out.append(f"  {'error_message':<21}{job['error_message'] or '-'}")
+    out += _relatives(job)
     for name, value in shown_json.items():
         if name in omitted:
             out.append(f"{name} (not shown: {omitted[name]['reason']})")
@@ -228,6 +230,23 @@ def render_job(job: Mapping[str, Any]) -> str:
     for i in job.get("insights_list", []):
         out.append(f"  {i['id']} {i['insight_type']} confidence={i['confidence_score']}")
     return "\n".join(out)
+
+
+def _relatives(job: Mapping[str, Any]) -> list[str]:
+    """`jobs show`'s parents and children lines (nothing for a job without either)."""
+    out = []
+    for key, title in (("parents", "parents"), ("children", "children")):
+        listed, total = job.get(key) or [], job.get(f"{key}_total") or 0
+        if not total:
+            continue
+        note = " (runs even if one fails)" if key == "parents" and job.get("run_anyway") else ""
+        if key == "parents" and job.get("status") == "waiting":
+            note += f"; waiting for {job.get('waiting_on')}"
+        out.append(f"{title} ({total}){note}")
+        out += [f"  {r['id']} {r['job_type']} {r['status']}" for r in listed]
+        if total > len(listed):
+            out.append(f"  ... and {total - len(listed)} more")
+    return out
 
 
 def _indent(text: str) -> str:

@@ -24,6 +24,7 @@ TABLES = (
     "job_pauses",
     "jobcron_tokens",
     "jobcron_sessions",
+    "job_dependencies",
 )
 
 APP = "app"
@@ -64,6 +65,9 @@ COLUMNS: dict[str, dict[str, str]] = {
         "schedule_id": SERVER,
         "parked": INTERNAL,
         "enqueued_by": SERVER,  # current_user at the INSERT
+        "depends_on": APP,  # the jobs this one waits for (they must exist); the server dedupes and sorts them
+        "run_anyway": APP,  # with depends_on: run even if a parent fails or is cancelled
+        "waiting_on": SERVER,  # parents not yet ended
     },
     "files": {
         "id": APP,

@@ -36,7 +36,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 from jobcron.contrib.columns import COLUMNS, SERVER, TABLES
@@ -131,6 +131,10 @@ class Job(Base):
     dedup_key: Mapped[str | None] = mapped_column(Text)
     schedule_id: Mapped[int | None] = _server(BigInteger)
     enqueued_by: Mapped[str | None] = _server(Text)
+    # the jobs this one waits for (they must exist at the insert; status is then 'waiting')
+    depends_on: Mapped[list[uuid.UUID] | None] = mapped_column(ARRAY(UUID))
+    run_anyway: Mapped[bool] = mapped_column(server_default=text("false"))
+    waiting_on: Mapped[int] = _server()
 
     file: Mapped[File | None] = relationship(back_populates="jobs")
     insights: Mapped[list[Insight]] = relationship(back_populates="job")

@@ -12,13 +12,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from jobcron.client import DEFAULT_MAX_METADATA_BYTES, validate
 from jobcron.config import Config
-from jobcron.errors import InvalidJob, JobCancelled, PermanentError
+from jobcron.errors import InvalidInput, InvalidJob, JobCancelled, PermanentError
 from jobcron.models import ClaimedJob, Outcome
-from jobcron.workflows.base import Insight, WorkflowContext, WorkflowResult, WorkflowSettings
+from jobcron.workflows.base import FollowUp, Insight, WorkflowContext, WorkflowResult, WorkflowSettings
 
 MAX_MESSAGE = 2000
 MAX_TRACEBACK = 8000
+# follow-up jobs one result may enqueue (enqueue_many is the tool for more)
+MAX_FOLLOWUPS = 1000
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class RunPolicy:
     default_max_retries: int
     durable_backoff_seconds: float
     durable_backoff_max_seconds: float
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
 
     @classmethod
     def from_config(cls, config: Config) -> RunPolicy:
@@ -45,6 +49,7 @@ class RunPolicy:
             default_max_retries=config.scheduler_settings.max_retries,
             durable_backoff_seconds=r.durable_backoff_seconds,
             durable_backoff_max_seconds=r.durable_backoff_max_seconds,
+            max_metadata_bytes=config.job_processing.max_metadata_bytes,
         )
 
 
@@ -155,10 +160,49 @@ def insight_rows(insights: list[Insight]) -> list[dict[str, Any]]:
     return rows
 
 
-def completed(result: WorkflowResult) -> Outcome:
+def followup_rows(
+    followups: list[FollowUp], job: ClaimedJob, max_metadata_bytes: int
+) -> list[dict[str, Any]]:
+    """Follow-up jobs as rows for `finish_job`, checked as jobcron.enqueue checks them."""
+    if not isinstance(followups, list | tuple):
+        raise PermanentError(f"followups must be a list of FollowUp, got {type(followups).__name__}")
+    if len(followups) > MAX_FOLLOWUPS:
+        raise PermanentError(f"{len(followups)} follow-up jobs, more than the limit of {MAX_FOLLOWUPS}")
+    rows = []
+    for index, item in enumerate(followups):
+        if not isinstance(item, FollowUp):
+            raise PermanentError(f"followups[{index}]: expected a FollowUp, got {type(item).__name__}")
+        fields = item.fields()
+        if "user_id" not in fields and job.user_id is not None:
+            fields["user_id"] = job.user_id
+        try:
+            checked = validate(fields, max_metadata_bytes=max_metadata_bytes)
+        except InvalidInput as exc:
+            raise PermanentError(f"followups[{index}] ({item.job_type!r}): {exc}") from None
+        run_at = checked.get("run_at")
+        rows.append(
+            {
+                "job_type": checked["job_type"],
+                "user_id": checked.get("user_id"),
+                "metadata": json.loads(checked["metadata"]) if "metadata" in checked else None,
+                "priority": checked.get("priority"),
+                "scheduled_at": None if run_at is None else run_at.isoformat(),
+                "max_retries": checked.get("max_retries"),
+                "timeout_seconds": checked.get("timeout_seconds"),
+                "dedup_key": checked.get("dedup_key"),
+                "business_description": checked.get("business_description"),
+            }
+        )
+    return rows
+
+
+def completed(
+    result: WorkflowResult, job: ClaimedJob, max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+) -> Outcome:
     """The outcome of a successful attempt."""
     stored = json.loads(json.dumps(result.result, default=_json_default))
-    return Outcome.completed(stored, insight_rows(result.insights))
+    followups = followup_rows(result.followups, job, max_metadata_bytes) if result.followups else []
+    return Outcome.completed(stored, insight_rows(result.insights), followups)
 
 
 def failed_outcome(
@@ -235,6 +279,6 @@ def from_failure(
 def from_result(result: WorkflowResult, job: ClaimedJob, policy: RunPolicy, worker_id: str) -> Outcome:
     """The outcome of a workflow that returned; a result that cannot be stored fails the job at once."""
     try:
-        return completed(result)
+        return completed(result, job, policy.max_metadata_bytes)
     except Exception as exc:
         return failed_outcome(exc, job, policy, worker_id, permanent=True)

@@ -7,13 +7,15 @@
 SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
 
 -- name: ops_active_counts
--- Pending (due and scheduled later; parked ones included) and processing counts, and how long the oldest due pending job has waited, each through its partial index (status, and the metrics' sample).
+-- Pending (due and scheduled later; parked ones included), waiting and processing counts, and how long the oldest due pending job has waited, each through its partial index (status, and the metrics' sample).
 SELECT (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND NOT parked)
        + (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND parked) AS pending,
        (SELECT count(*) FROM processing_jobs
         WHERE status = 'pending' AND NOT parked AND scheduled_at > now()) AS pending_scheduled,
        (SELECT count(*) FROM processing_jobs WHERE status = 'pending' AND parked) AS pending_parked,
        (SELECT count(*) FROM processing_jobs WHERE status = 'processing') AS processing,
+       -- jobs waiting for their parents (depends_on), through their own partial index
+       (SELECT count(*) FROM processing_jobs WHERE status = 'waiting') AS waiting,
        -- epochs subtracted as numbers: a row due since '-infinity' gives Infinity, not an error
        (SELECT extract(epoch FROM now())::float8 - extract(epoch FROM min(scheduled_at))::float8
         FROM (SELECT min(scheduled_at) AS scheduled_at FROM processing_jobs
@@ -173,6 +175,7 @@ SELECT j.id, j.status, j.job_type, j.user_id, j.priority, j.business_description
        j.attempts, j.retry_count, j.max_retries, j.timeout_seconds, j.dedup_key,
        j.created_at, j.scheduled_at, j.started_at, j.completed_at, j.updated_at,
        j.locked_by, j.locked_at, j.heartbeat_at, j.cancel_requested, j.error_message, j.progress,
+       j.run_anyway, j.waiting_on,
        CASE WHEN octet_length(t.errors) <= %(max_bytes)s::int THEN t.errors END AS errors,
        octet_length(t.errors) AS errors_bytes,
        CASE WHEN octet_length(t.result) <= %(max_bytes)s::int THEN t.result END AS result,
@@ -193,6 +196,19 @@ LEFT JOIN files f ON f.id = j.file_id
 LEFT JOIN job_schedules s ON s.id = j.schedule_id
 WHERE j.id = %(id)s::uuid;
 
+-- name: ops_job_relatives
+-- A job's parents (the jobs it waits or waited for, and the job whose result enqueued it) and its children, at most `limit` of each in creation order, with the total of each; settled: the parent's end was counted for the child.
+(SELECT 'parent' AS relation, j.id, j.job_type, j.status, d.settled, j.created_at,
+        count(*) OVER () AS total
+ FROM job_dependencies d JOIN processing_jobs j ON j.id = d.parent_id
+ WHERE d.child_id = %(id)s::uuid
+ ORDER BY j.created_at, j.id LIMIT %(limit)s::int)
+UNION ALL
+(SELECT 'child', j.id, j.job_type, j.status, d.settled, j.created_at, count(*) OVER ()
+ FROM job_dependencies d JOIN processing_jobs j ON j.id = d.child_id
+ WHERE d.parent_id = %(id)s::uuid
+ ORDER BY j.created_at, j.id LIMIT %(limit)s::int);
+
 -- name: ops_job_state
 -- A job's status and lease facts (to explain why an action did not apply).
 SELECT id, status, cancel_requested, locked_by, dedup_key,
@@ -201,24 +217,24 @@ SELECT id, status, cancel_requested, locked_by, dedup_key,
 FROM processing_jobs WHERE id = %(id)s::uuid;
 
 -- name: ops_job_cancel
--- Cancel: a pending job ends now; a running one is asked to stop (the trigger NOTIFYs its daemon). The request is kept in errors so a heartbeat sees "force" too.
+-- Cancel: a pending or waiting job ends now (its dependants with it, by the trigger of migration 0009); a running one is asked to stop (the trigger NOTIFYs its daemon). The request is kept in errors so a heartbeat sees "force" too.
 UPDATE processing_jobs
-SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
-    completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END,
-    error_message = CASE WHEN status = 'pending' THEN 'cancelled by ' || %(by)s::text || ' before it ran'
+SET status = CASE WHEN status IN ('pending', 'waiting') THEN 'cancelled' ELSE status END,
+    completed_at = CASE WHEN status IN ('pending', 'waiting') THEN now() ELSE completed_at END,
+    error_message = CASE WHEN status IN ('pending', 'waiting') THEN 'cancelled by ' || %(by)s::text || ' before it ran'
                          ELSE error_message END,
     cancel_requested = true,
     errors = errors || jsonb_build_array(jsonb_build_object(
         'type', 'CancelRequested',
         'force', %(force)s::bool,
         'attempt', attempts,
-        'message', CASE WHEN status = 'pending' THEN 'cancelled before it ran'
+        'message', CASE WHEN status IN ('pending', 'waiting') THEN 'cancelled before it ran'
                         WHEN %(force)s::bool THEN 'cancel requested (force): terminate at once'
                         ELSE 'cancel requested' END,
         'by', %(by)s::text,
         'at', now())),
     updated_at = now()
-WHERE id = %(id)s::uuid AND status IN ('pending', 'processing')
+WHERE id = %(id)s::uuid AND status IN ('waiting', 'pending', 'processing')
 RETURNING id, status, locked_by;
 
 -- name: ops_notify_cancel

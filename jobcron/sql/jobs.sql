@@ -211,6 +211,27 @@ WITH done AS (
              AS x(insight_type text, content jsonb, confidence_score numeric)
     WHERE d.status = 'completed'
     RETURNING 1
+), followed AS (
+    -- follow-up jobs the workflow returned: enqueued with the result, exactly once (a dedup_key
+    -- already waiting, pending or running skips one)
+    INSERT INTO processing_jobs (job_type, user_id, metadata, priority, scheduled_at, max_retries,
+                                 timeout_seconds, dedup_key, business_description)
+    SELECT x.job_type, x.user_id, coalesce(x.metadata, '{}'::jsonb), coalesce(x.priority, 0),
+           coalesce(x.scheduled_at, now()), x.max_retries, x.timeout_seconds, x.dedup_key,
+           x.business_description
+    FROM done d,
+         jsonb_to_recordset(coalesce(%(followups)s::jsonb, '[]'::jsonb))
+             AS x(job_type text, user_id text, metadata jsonb, priority integer, scheduled_at timestamptz,
+                  max_retries integer, timeout_seconds integer, dedup_key text, business_description text)
+    WHERE d.status = 'completed'
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('waiting', 'pending', 'processing')
+    DO NOTHING
+    RETURNING id
+), followed_linked AS (
+    -- each follow-up is a child of this job, settled already: `jobs show` lists it on both sides
+    INSERT INTO job_dependencies (parent_id, child_id, settled)
+    SELECT d.id, f.id, true FROM done d, followed f
+    RETURNING 1
 ), file_marked AS (
     UPDATE files f
     SET status = CASE d.status WHEN 'completed' THEN 'analysed'
@@ -224,7 +245,8 @@ WITH done AS (
 -- a job of a user that ends frees a slot: a trigger brings that user's next job back if it was parked
 -- and wakes idle daemons for it (migration 0002)
 SELECT (SELECT count(*) FROM done) AS recorded,
-       (SELECT count(*) FROM stored) AS insights_stored;
+       (SELECT count(*) FROM stored) AS insights_stored,
+       (SELECT count(*) FROM followed_linked) AS followups_enqueued;
 
 -- name: mark_file_processing
 -- Mark a claimed job's file row as being processed.

@@ -20,6 +20,7 @@ __all__ = [
     "ops_finished_counts",
     "ops_job_cancel",
     "ops_job_insights",
+    "ops_job_relatives",
     "ops_job_retry",
     "ops_job_show",
     "ops_job_state",
@@ -103,6 +104,11 @@ def ops_job_show(conn: Connection, job_id: str, max_bytes: int) -> dict[str, Any
 def ops_job_insights(conn: Connection, job_id: str, limit: int) -> list[dict[str, Any]]:
     """The insights a job produced."""
     return _all(conn, "ops_job_insights", {"id": job_id, "limit": limit}, lenient_times=True)
+
+
+def ops_job_relatives(conn: Connection, job_id: str, limit: int) -> list[dict[str, Any]]:
+    """A job's parents and children (relation 'parent' or 'child'), at most limit of each, with totals."""
+    return _all(conn, "ops_job_relatives", {"id": job_id, "limit": limit}, lenient_times=True)
 
 
 def ops_job_state(conn: Connection, job_id: str) -> dict[str, Any] | None:

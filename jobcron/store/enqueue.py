@@ -54,6 +54,8 @@ def insert_job(
             "max_retries": max_retries,
             "timeout_seconds": timeout_seconds,
             "dedup_key": dedup_key,
+            "depends_on": None,
+            "run_anyway": None,
         },
     )
     return str(row["id"]) if row and row["created"] else None
@@ -118,7 +120,7 @@ class _UntilStaged:
             if row[8] is not None or row[11] is not None:  # dedup_key, file_path
                 self.first = row
                 return
-            yield row[:11]
+            yield (*row[:11], *row[14:])
 
 
 def enqueue_stream_work(make_rows: Callable[[datetime], Iterable[Sequence[Any]]]) -> Work[tuple[int, int]]:
@@ -169,4 +171,6 @@ ENQUEUE_COLUMNS = (
     "file_path",
     "original_name",
     "size_bytes",
+    "depends_on",
+    "run_anyway",
 )

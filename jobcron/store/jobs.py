@@ -104,6 +104,7 @@ def _finish_params(job: ClaimedJob, outcome: Outcome) -> dict[str, Any]:
         "error_message": outcome.error_message,
         "error": None if outcome.error is None else Jsonb(outcome.error),
         "insights": Jsonb(outcome.insights) if outcome.insights else None,
+        "followups": Jsonb(outcome.followups) if outcome.followups else None,
     }
 
 

@@ -10,7 +10,15 @@ from contextlib import contextmanager
 
 import psycopg
 
-from jobcron.errors import DuplicateKey, DuplicateName, RowRefused, SlotTaken, StoreError, UnknownReference
+from jobcron.errors import (
+    DuplicateKey,
+    DuplicateName,
+    RowRefused,
+    SlotTaken,
+    StoreError,
+    UnknownParent,
+    UnknownReference,
+)
 
 # Unique constraints (and unique indexes) by what taking them twice means; every other unique
 # violation is a DuplicateKey.
@@ -34,7 +42,8 @@ def translated_class(exc: psycopg.Error) -> type[StoreError] | None:
     if isinstance(exc, psycopg.errors.UniqueViolation):
         return _UNIQUE_MEANING.get(constraint, DuplicateKey)
     if isinstance(exc, psycopg.errors.ForeignKeyViolation):
-        return UnknownReference
+        # raised by the depends_on trigger (migration 0009) under the links' constraint name
+        return UnknownParent if constraint == "job_dependencies_parent_id_fkey" else UnknownReference
     if isinstance(exc, psycopg.errors.CheckViolation):
         return RowRefused
     return None

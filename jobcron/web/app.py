@@ -29,7 +29,7 @@ from jobcron.admin import tokens as admin_tokens
 from jobcron.config import Config
 from jobcron.db import DB_UNAVAILABLE, check_schema, connect_args, scrub
 from jobcron.durations import parse_duration
-from jobcron.errors import InvalidInput, JobCronError, JobNotFound, ScheduleNotFound
+from jobcron.errors import InvalidInput, JobCronError, JobNotFound, ScheduleNotFound, UnknownParent
 from jobcron.schedules import manage as schedules_manage
 from jobcron.schedules.firing import spec_from_row
 from jobcron.schedules.rules import describe
@@ -368,7 +368,13 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(JobCronError)
     def refused(request: Request, exc: JobCronError) -> JSONResponse:
-        code = 404 if isinstance(exc, JobNotFound | ScheduleNotFound) else 409
+        code = (
+            404
+            if isinstance(exc, JobNotFound | ScheduleNotFound)
+            else 422
+            if isinstance(exc, UnknownParent)
+            else 409
+        )
         return JSONResponse({"error": scrub(str(exc), _web(request).dsn)}, status_code=code)
 
     @app.exception_handler(HTTPException)

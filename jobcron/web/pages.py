@@ -35,6 +35,7 @@ def queue_summary(data: dict[str, Any]) -> dict[str, Any]:
     counts = data["counts"]
     return {
         "pending_jobs": counts["pending"],
+        "waiting_jobs": counts.get("waiting", 0),
         "running_jobs": counts["processing"],
         "completed_jobs": counts.get("completed"),
         "failed_jobs": counts.get("failed"),

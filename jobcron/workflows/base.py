@@ -32,12 +32,48 @@ class Insight:
     confidence_score: float | None = None
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """A job to enqueue when this one completes, in the very transaction that records its result.
+
+    The fields are `jobcron.enqueue`'s (checked the same way); user_id defaults to this job's user.
+    A follow-up is recorded as a child of the job that returned it (`jobs show` lists it). A crash
+    before that transaction commits leaves neither the result nor the follow-ups: the job runs again.
+    """
+
+    job_type: str
+    metadata: Mapping[str, Any] | None = None
+    user_id: str | None = None
+    priority: int | None = None
+    run_at: datetime | str | None = None
+    max_retries: int | None = None
+    timeout_seconds: int | None = None
+    dedup_key: str | None = None
+    business_description: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The given fields, as jobcron.enqueue takes them."""
+        names = (
+            "job_type",
+            "metadata",
+            "user_id",
+            "priority",
+            "run_at",
+            "max_retries",
+            "timeout_seconds",
+            "dedup_key",
+            "business_description",
+        )
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
 @dataclass
 class WorkflowResult:
-    """A workflow's return value: a JSON-serialisable result and optional insight rows."""
+    """A workflow's return value: a JSON-serialisable result, optional insight rows, optional follow-up jobs."""
 
     result: Any = None
     insights: list[Insight] = field(default_factory=list)
+    followups: list[FollowUp] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

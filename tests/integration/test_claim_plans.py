@@ -129,6 +129,7 @@ def test_the_other_worker_statements_are_probes_too(conn: Conn, worker_conn: Con
         "error_message": "NULL",
         "error": "NULL",
         "insights": "NULL",
+        "followups": "NULL",
         "batch": "100",
     }
     args = _prepared(worker_conn, query, values)

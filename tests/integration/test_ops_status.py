@@ -84,7 +84,14 @@ def test_status_reports_the_whole_queue(conn: Conn, dsn: str, make_config: Any) 
     ids = a_busy_queue(conn)
     st = admin_status.collect_status(conn, make_config())
     assert set(st) == STATUS_FIELDS
-    assert st["counts"] == {"pending": 4, "processing": 1, "completed": 3, "failed": 2, "cancelled": 1}
+    assert st["counts"] == {
+        "waiting": 0,
+        "pending": 4,
+        "processing": 1,
+        "completed": 3,
+        "failed": 2,
+        "cancelled": 1,
+    }
     assert st["finished_counts_exact"] is True
     assert (st["pending_due"], st["pending_scheduled"]) == (3, 1)
     assert st["oldest_pending"]["id"] == ids["oldest"]

@@ -90,6 +90,7 @@ def test_status_has_seed_002s_shape(web: tuple[TestClient, dict[str, str]], conn
     queue = call(client, "viewer", tokens, "GET", "/api/status").json()["queue"]
     assert set(queue) == {
         "pending_jobs",
+        "waiting_jobs",  # jobcron's own: jobs waiting for their parents (depends_on)
         "running_jobs",
         "completed_jobs",
         "failed_jobs",

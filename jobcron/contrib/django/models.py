@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models.expressions import DatabaseDefault
 from django.db.models.functions import Now
@@ -191,6 +192,10 @@ class Job(Shared):
     dedup_key = models.TextField(null=True, blank=True)
     schedule_id = ServerBigInteger(null=True)
     enqueued_by = ServerText(null=True)
+    # the jobs this one waits for (they must exist at the insert; status is then 'waiting')
+    depends_on = ArrayField(models.UUIDField(), null=True, blank=True)
+    run_anyway = models.BooleanField(db_default=False)
+    waiting_on = ServerInteger()
 
     class Meta:
         managed = False
