@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import types
@@ -132,6 +133,45 @@ class LoggingSettings:
     format: str = _opt("auto", choices=LOG_FORMATS)
 
 
+WEBHOOK_EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.retried", "schedule.failed")
+_WEBHOOK_KEYS = (
+    "name",
+    "url",
+    "events",
+    "job_types",
+    "secret",
+    "secret_env",
+    "timeout_seconds",
+    "max_retries",
+)
+MIN_SECRET_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One `notifications.webhooks` entry: where to POST which events, signed with its secret.
+
+    The name identifies it in the database (the subscriptions and each delivery job name it; the URL
+    and the secret stay in the config of the daemons that deliver). Default: the URL's host and a hash of
+    the URL, stable while the URL is.
+    """
+
+    name: str
+    url: str
+    events: tuple[str, ...]
+    secret: str = field(repr=False)
+    job_types: tuple[str, ...] | None = None
+    timeout_seconds: float = 10.0
+    max_retries: int = 8
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """[notifications]: webhooks for job and schedule events (docs/notifications.md)."""
+
+    webhooks: tuple[Webhook, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     """The effective configuration of one daemon or command."""
@@ -143,6 +183,7 @@ class Config:
     retry: RetrySettings = field(default_factory=RetrySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     workflows: dict[str, str] = field(default_factory=dict)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
     @property
     def poll_interval_seconds(self) -> float:
@@ -159,12 +200,17 @@ class Config:
         return self.scheduler_settings.max_concurrent_jobs_per_user
 
     def execution_mode_for(self, job_type: str) -> str:
-        """The execution mode of a job type: its override, else the daemon's mode."""
-        return self.job_processing.execution_mode_by_type.get(job_type, self.job_processing.execution_mode)
+        """The execution mode of a job type: its override, else the daemon's mode (webhook deliveries: inline,
+        a short HTTP request of jobcron's own code is not worth a job process)."""
+        default = "inline" if job_type == "jobcron.webhook" else self.job_processing.execution_mode
+        return self.job_processing.execution_mode_by_type.get(job_type, default)
 
 
+# the sections of plain keys; workflows and notifications have shapes of their own
 SECTIONS: dict[str, type[Any]] = {
-    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config) if f.name != "workflows"
+    f.name: typing.get_type_hints(Config)[f.name]
+    for f in dataclasses.fields(Config)
+    if f.name not in ("workflows", "notifications")
 }
 _WORKFLOW_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _WORKFLOW_NAME = re.compile(r"^[\w.-]{1,100}$")
@@ -285,11 +331,15 @@ def load_config(
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read_file(Path(path))
-    sections, workflows = _file_sections(raw)
+    notifications = _check_notifications(raw.get("notifications"), environ)
+    sections, workflows = _file_sections({k: v for k, v in raw.items() if k != "notifications"})
     _apply_environment(sections, environ)
     for section, values in (overrides or {}).items():
         if section == "workflows":
             workflows.update(values)
+            continue
+        if section == "notifications":
+            notifications = _check_notifications(values, environ)
             continue
         for key, value in values.items():
             if value is not None:
@@ -300,6 +350,7 @@ def load_config(
     for section, cls in SECTIONS.items():
         built[section] = _build_section(section, cls, sections.get(section, {}))
     built["workflows"] = _check_workflows(workflows)
+    built["notifications"] = notifications
     return Config(**built)
 
 
@@ -316,7 +367,8 @@ def _file_sections(raw: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], d
         if name.startswith("_"):
             continue  # "_comment" keys document the file
         if name not in SECTIONS:
-            raise ConfigError(f"unknown section {name!r} (known: {', '.join([*SECTIONS, 'workflows'])})")
+            known = ", ".join([*SECTIONS, "workflows", "notifications"])
+            raise ConfigError(f"unknown section {name!r} (known: {known})")
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected an object, got {type(value).__name__}")
         sections[name] = {k: v for k, v in value.items() if not k.startswith("_")}
@@ -383,6 +435,104 @@ def _check_workflows(values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _check_notifications(value: Any, environ: Mapping[str, str]) -> NotificationSettings:
+    """The notifications section: {"webhooks": [{url, events, job_types?, secret | secret_env, ...}]}."""
+    if value is None:
+        return NotificationSettings()
+    if not isinstance(value, dict):
+        raise ConfigError(f"notifications: expected an object, got {type(value).__name__}")
+    unknown = [k for k in value if k != "webhooks" and not k.startswith("_")]
+    if unknown:
+        raise ConfigError(f"unknown key notifications.{unknown[0]} (known: webhooks)")
+    entries = value.get("webhooks", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"notifications.webhooks: expected a list, got {type(entries).__name__}")
+    hooks = tuple(_webhook(f"notifications.webhooks[{i}]", e, environ) for i, e in enumerate(entries))
+    names = [h.name for h in hooks]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(
+                f"notifications.webhooks: two webhooks are named {name!r}; give each its own name"
+            )
+    return NotificationSettings(webhooks=hooks)
+
+
+def _webhook(where: str, entry: Any, environ: Mapping[str, str]) -> Webhook:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(entry).__name__}")
+    entry = {k: v for k, v in entry.items() if not k.startswith("_")}
+    unknown = [k for k in entry if k not in _WEBHOOK_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (known: {', '.join(_WEBHOOK_KEYS)})")
+    url = entry.get("url")
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        host = parts.hostname if parts else None
+    except ValueError:
+        parts = host = None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(
+            f"{where}.url: expected an http:// or https:// URL with a host, got {str(url)[:80]!r}"
+        )
+    events = entry.get("events")
+    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+        raise ConfigError(f"{where}.events: expected a list of events ({', '.join(WEBHOOK_EVENTS)})")
+    bad = [e for e in events if e not in WEBHOOK_EVENTS]
+    if bad:
+        raise ConfigError(f"{where}.events: unknown event {bad[0]!r} (known: {', '.join(WEBHOOK_EVENTS)})")
+    job_types = entry.get("job_types")
+    if job_types is not None and (
+        not isinstance(job_types, list)
+        or not job_types
+        or not all(isinstance(t, str) and _WORKFLOW_NAME.match(t) for t in job_types)
+    ):
+        raise ConfigError(f"{where}.job_types: expected a non-empty list of job type names")
+    secret = _webhook_secret(where, entry, environ)
+    name = entry.get("name")
+    if name is None:
+        digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:8]
+        name = f"{host}-{digest}"
+    if not isinstance(name, str) or not _WORKFLOW_NAME.match(name):
+        raise ConfigError(f"{where}.name: letters, digits, '_', '.', '-' (1-100), got {str(name)[:80]!r}")
+    timeout = entry.get("timeout_seconds", 10.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0.1 <= timeout <= 300:
+        raise ConfigError(f"{where}.timeout_seconds: a number from 0.1 to 300, got {timeout!r}")
+    retries = entry.get("max_retries", 8)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+        raise ConfigError(f"{where}.max_retries: an integer from 0 to 100, got {retries!r}")
+    return Webhook(
+        name=name,
+        url=url,
+        events=tuple(dict.fromkeys(events)),
+        secret=secret,
+        job_types=None if job_types is None else tuple(job_types),
+        timeout_seconds=float(timeout),
+        max_retries=retries,
+    )
+
+
+def _webhook_secret(where: str, entry: Mapping[str, Any], environ: Mapping[str, str]) -> str:
+    """The signing secret, from `secret` or from the environment variable `secret_env` names."""
+    if ("secret" in entry) == ("secret_env" in entry):
+        raise ConfigError(
+            f"{where}: give secret or secret_env (the name of an environment variable), one of them"
+        )
+    if "secret_env" in entry:
+        env_name = entry["secret_env"]
+        if not isinstance(env_name, str) or not env_name:
+            raise ConfigError(f"{where}.secret_env: expected the name of an environment variable")
+        secret = environ.get(env_name)
+        if secret is None:
+            raise ConfigError(f"{where}.secret_env: environment variable {env_name} is not set")
+    else:
+        secret = entry["secret"]
+        if not isinstance(secret, str):
+            raise ConfigError(f"{where}.secret: expected a string")
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"{where}: the secret is shorter than {MIN_SECRET_LENGTH} characters")
+    return secret
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -428,4 +578,7 @@ def config_as_dict(config: Config, *, redact: bool = True) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     if redact:
         data["database"]["url"] = redact_url(config.database.url)
+        for hook in data["notifications"]["webhooks"]:
+            hook["secret"] = "***"  # noqa: S105 - the redaction mark, not a secret
+            hook["url"] = redact_url(hook["url"])
     return data

@@ -40,7 +40,8 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
 
 -- start from nothing on jobcron's objects, so a re-run after a change grants exactly this file
 REVOKE ALL ON jobcron_migrations, processing_jobs, files, insights, job_schedules, schedule_executions,
-              job_workers, job_pauses, jobcron_tokens, jobcron_sessions, job_dependencies
+              job_workers, job_pauses, jobcron_tokens, jobcron_sessions, job_dependencies,
+              jobcron_webhooks
     FROM :"worker_role", :"enqueuer_role";
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA :"schema" FROM :"worker_role", :"enqueuer_role";
 GRANT USAGE ON SCHEMA :"schema" TO :"worker_role", :"enqueuer_role";
@@ -57,6 +58,8 @@ GRANT INSERT ON insights TO :"worker_role";
 -- a result's follow-up jobs are linked to their job in that transaction (the links of depends_on, and
 -- releasing or cancelling dependants, are written by trigger functions that run as their owner)
 GRANT SELECT, INSERT ON job_dependencies TO :"worker_role";
+-- webhook subscriptions: written from its config at start; read by the outbox of a schedule's failure
+GRANT SELECT, INSERT, UPDATE, DELETE ON jobcron_webhooks TO :"worker_role";
 -- firing schedules: lock the due ones, advance them, record each occurrence once
 GRANT SELECT, UPDATE ON job_schedules TO :"worker_role";
 GRANT SELECT, INSERT, UPDATE ON schedule_executions TO :"worker_role";

@@ -25,6 +25,7 @@ TABLES = (
     "jobcron_tokens",
     "jobcron_sessions",
     "job_dependencies",
+    "jobcron_webhooks",
 )
 
 APP = "app"

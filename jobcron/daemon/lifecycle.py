@@ -60,6 +60,7 @@ def announce(worker: Worker, conn: Connection) -> None:
             f"another daemon is running as worker id {worker.worker_id!r}; give each daemon its own --worker-id"
         )
     store.worker_register(conn, worker.worker_id, *host_pid(), "idle", __version__)
+    sync_webhooks(worker, conn)
     # jobs an earlier run under this id left processing died with it: rescued now and charged
     # an attempt, so a job that kills its daemon cannot make it crash-loop forever
     rescued = worker.maintenance.rescue(conn, restarted_worker=worker.worker_id)
@@ -72,6 +73,26 @@ def announce(worker: Worker, conn: Connection) -> None:
         if store.pause_all_if_absent(conn, worker.worker_id, alive_within):
             worker.log.warning("worker_started_paused", hint="run `job_cron resume` to start processing")
     worker.state.paused = tuple(store.paused_types(conn))
+
+
+def sync_webhooks(worker: Worker, conn: Connection) -> None:
+    """The database's webhook subscriptions become this daemon's notifications.webhooks (its config wins:
+    every daemon of a database should share one notifications section)."""
+    hooks = [
+        {
+            "name": h.name,
+            "events": list(h.events),
+            "job_types": None if h.job_types is None else list(h.job_types),
+            "max_retries": h.max_retries,
+        }
+        for h in worker.config.notifications.webhooks
+    ]
+    with conn.transaction():
+        before = {row["name"] for row in store.webhooks_listed(conn)}
+        changed = store.webhooks_sync(conn, hooks)
+    if changed:
+        dropped = sorted(before - {h["name"] for h in hooks})
+        worker.log.info("webhooks_synced", webhooks=[h["name"] for h in hooks], dropped=dropped)
 
 
 def start_threads(worker: Worker) -> None:

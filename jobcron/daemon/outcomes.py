@@ -60,6 +60,7 @@ def workflow_settings(config: Config) -> WorkflowSettings:
         file_root=p.file_root,
         analysis_max_rows=p.analysis_max_rows,
         analysis_max_bytes=p.analysis_max_bytes,
+        webhooks={h.name: h for h in config.notifications.webhooks},
     )
 
 

@@ -96,6 +96,7 @@ def _plan_one(conn: Connection, row: dict[str, Any]) -> Firing:
         following = first_run(spec_from_row(row), db_now, row["execution_count"])
     except ScheduleError as exc:
         store.schedule_advance(conn, schedule_id, None, None, 0)
+        _tell_failure(conn, row, db_now, str(exc))
         return Firing(schedule_id, name, db_now, INVALID, error=str(exc))
     store.schedule_advance(conn, schedule_id, following, None, 0)
     if following is None:
@@ -114,6 +115,7 @@ def _fire_one(
     except ScheduleError as exc:
         # it would fail the same way on every check: stop it, say why, keep firing the others
         store.schedule_advance(conn, schedule_id, None, None, 0)
+        _tell_failure(conn, row, row["next_run_at"], str(exc))
         return Firing(schedule_id, name, row["next_run_at"], INVALID, error=str(exc))
     count = row["execution_count"]
     if catch_up_seconds is not None and db_now - occurrence > timedelta(seconds=catch_up_seconds):
@@ -123,11 +125,20 @@ def _fire_one(
     outcome, job_id, error = _enqueue(conn, row, occurrence, worker_id)
     if outcome == FIRED:
         count += 1
+    elif outcome == FAILED:
+        _tell_failure(conn, row, occurrence, error)
     following = next_occurrence(spec, max(occurrence, db_now), count)
     store.schedule_advance(
         conn, schedule_id, following, occurrence if outcome == FIRED else None, int(outcome == FIRED)
     )
     return Firing(schedule_id, name, occurrence, outcome, job_id, following, error)
+
+
+def _tell_failure(
+    conn: Connection, row: dict[str, Any], occurrence: datetime | None, error: str | None
+) -> None:
+    """schedule.failed webhooks (notifications.webhooks), in the firing's own transaction."""
+    store.webhooks_schedule_failed(conn, row["id"], row["name"], row["job_type"], error, occurrence)
 
 
 def _enqueue(

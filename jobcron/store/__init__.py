@@ -90,4 +90,5 @@ from jobcron.store.ledger import *  # noqa: E402, F403
 from jobcron.store.results import *  # noqa: E402, F403
 from jobcron.store.schedules import *  # noqa: E402, F403
 from jobcron.store.tokens import *  # noqa: E402, F403
+from jobcron.store.webhooks import *  # noqa: E402, F403
 from jobcron.store.workers import *  # noqa: E402, F403

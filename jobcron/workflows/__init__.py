@@ -21,7 +21,19 @@ def _analysis(ctx: WorkflowContext) -> Any:
     return analysis(ctx)
 
 
-BUILTINS: dict[str, Workflow] = {"noop": noop, "sleep": sleep, "analysis": _analysis}
+def _webhook(ctx: WorkflowContext) -> Any:
+    from jobcron.workflows.webhook import deliver
+
+    return deliver(ctx)
+
+
+# jobcron.webhook delivers the outbox of notifications.webhooks (migration 0010)
+BUILTINS: dict[str, Workflow] = {
+    "noop": noop,
+    "sleep": sleep,
+    "analysis": _analysis,
+    "jobcron.webhook": _webhook,
+}
 
 
 def load_target(name: str, target: str) -> Workflow:

@@ -83,6 +83,8 @@ class WorkflowSettings:
     file_root: str | None = None
     analysis_max_rows: int = 10_000_000
     analysis_max_bytes: int = 2 * 1024 * 1024 * 1024
+    # notifications.webhooks by name: what the built-in jobcron.webhook workflow delivers to
+    webhooks: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

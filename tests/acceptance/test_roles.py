@@ -50,6 +50,13 @@ def test_daemon_as_worker_role_and_enqueue_as_enqueuer_role(
         result = run(enqueuer, "enqueue", *args)
         assert result.exit_code == 0, result.output
         ids.append(result.stdout.split()[-1])
+    # a dependant and a job with follow-ups: the links are written by trigger functions and the worker
+    after = run(enqueuer, "enqueue", "--type", "noop", "--after", ids[0])
+    assert after.exit_code == 0, after.output
+    ids.append(after.stdout.split()[-1])
+    spawn = run(enqueuer, "enqueue", "--type", "spawn", "--metadata", '{"followups": [{"job_type": "noop"}]}')
+    assert spawn.exit_code == 0, spawn.output
+    ids.append(spawn.stdout.split()[-1])
     later = run(enqueuer, "enqueue", "--type", "noop", "--run-at", "1h", "--dedup-key", "k1").stdout.split()[
         -1
     ]
@@ -79,6 +86,11 @@ def test_daemon_as_worker_role_and_enqueue_as_enqueuer_role(
         d.wait_event("jobs_pruned", timeout=30)
     finally:
         d.stop_cleanly()
+    followed = conn.execute(
+        "SELECT j.status FROM job_dependencies d JOIN processing_jobs j ON j.id = d.child_id WHERE d.parent_id = %s",
+        (ids[3],),
+    ).fetchall()
+    assert followed == [{"status": "completed"}]
     insights = conn.execute("SELECT count(*) AS n FROM insights WHERE file_id IS NOT NULL").fetchone()
     assert insights == {"n": 2}  # the job with a file: its insights were written by the worker role
     assert conn.execute("SELECT count(*) AS n FROM job_workers").fetchone() == {"n": 0}  # unregistered
@@ -96,6 +108,9 @@ def test_daemon_as_worker_role_and_enqueue_as_enqueuer_role(
     refused(enqueuer, "SELECT * FROM jobcron_tokens")  # the web surface's tokens: the owner's alone
     refused(enqueuer, "SELECT * FROM jobcron_sessions")
     refused(enqueuer, "INSERT INTO job_pauses (job_type) VALUES ('*')")
+    refused(enqueuer, "SELECT * FROM job_dependencies")
+    refused(enqueuer, "SELECT * FROM jobcron_webhooks")
+    refused(enqueuer, "INSERT INTO processing_jobs (job_type, waiting_on) VALUES ('noop', 5)")
     # what the worker may not do
     assert "must be owner" in refused(worker, "DROP TABLE processing_jobs")
     assert "must be owner" in refused(worker, "ALTER TABLE processing_jobs ADD COLUMN x int")

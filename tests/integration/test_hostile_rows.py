@@ -167,7 +167,7 @@ def failed_at_once(row: dict[str, Any], message: str) -> None:
 
 def test_unknown_job_type_fails_at_once(conn: Conn, make_config: Any) -> None:
     row = outcome(conn, make_config(), JOBS + "(job_type) VALUES ('report')")
-    failed_at_once(row, "unknown job_type 'report' (registered: analysis, noop, sleep)")
+    failed_at_once(row, "unknown job_type 'report' (registered: analysis, jobcron.webhook, noop, sleep)")
 
 
 def test_a_job_type_full_of_sql_is_just_an_unknown_name(conn: Conn, make_config: Any) -> None:
