@@ -231,3 +231,31 @@ def test_schedules_crud_with_the_cli_s_rules(web: tuple[TestClient, dict[str, st
         assert answer.status_code == 422 and words in answer.text, (body, answer.text)
     assert call(client, "admin", tokens, "DELETE", "/api/schedules/nightly").json()["removed"] is True
     assert call(client, "viewer", tokens, "GET", "/api/schedules/nightly").status_code == 404
+
+
+def test_depends_on_through_the_api(web: tuple[TestClient, dict[str, str]]) -> None:
+    client, tokens = web
+    parent = call(client, "admin", tokens, "POST", "/api/jobs", json={"job_type": "noop"}).json()["id"]
+    child = call(
+        client, "admin", tokens, "POST", "/api/jobs", json={"job_type": "noop", "depends_on": [parent]}
+    )
+    assert child.status_code == 201
+    shown = call(client, "viewer", tokens, "GET", f"/api/jobs/{child.json()['id']}").json()
+    assert shown["status"] == "waiting" and [p["id"] for p in shown["parents"]] == [parent]
+    ghost = "01900000-0000-7000-8000-000000000000"
+    missing = call(
+        client, "admin", tokens, "POST", "/api/jobs", json={"job_type": "noop", "depends_on": [ghost]}
+    )
+    assert missing.status_code == 422
+    assert missing.json() == {"error": f"depends_on: job {ghost} does not exist"}
+    bulk = call(
+        client,
+        "admin",
+        tokens,
+        "POST",
+        "/api/jobs/bulk",
+        json={"jobs": [{"job_type": "noop", "depends_on": ["x"]}]},
+    )
+    assert bulk.status_code == 422 and "rows[0]: depends_on[0]: not a job id" in bulk.json()["error"]
+    status = call(client, "viewer", tokens, "GET", "/api/status").json()
+    assert status["queue"]["waiting_jobs"] == 1

@@ -236,3 +236,18 @@ def test_a_running_job_s_progress_shows_on_its_page_and_the_overview(site: Site,
     assert '<progress max="1" value="0.42">' in page and "42% &lt;b&gt;reading&lt;/b&gt; (attempt 1)" in page
     assert "42% &lt;b&gt;reading&lt;/b&gt;" in client.get("/").text
     assert "unreadable progress value" in client.get(f"/jobs/{odd}").text
+
+
+def test_a_job_page_links_its_parents_and_children_and_the_overview_counts_waiting(
+    site: Site, conn: Conn
+) -> None:
+    client, tokens = site
+    parent = insert_job(conn, job_type="<i>extract</i>")
+    child = insert_job(conn, job_type="noop", depends_on=[parent])
+    conn.commit()
+    log_in(client, tokens["viewer"])
+    page = client.get(f"/jobs/{child}").text
+    assert "<h2>Parents (1)</h2>" in page and f'<a href="/jobs/{parent}">' in page
+    assert "&lt;i&gt;extract&lt;/i&gt;" in page and "<i>extract</i>" not in page
+    assert f'<a href="/jobs/{child}">' in client.get(f"/jobs/{parent}").text
+    assert '<td id="count-waiting"><a href="/jobs?status=waiting">1</a></td>' in client.get("/").text
