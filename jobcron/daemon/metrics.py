@@ -151,6 +151,7 @@ class QueueCollector:
         depth.add_metric(["pending_due"], due)
         depth.add_metric(["pending_scheduled"], int(sample["pending_scheduled"]))
         depth.add_metric(["processing"], int(sample["processing"]))
+        depth.add_metric(["waiting"], int(sample.get("waiting") or 0))  # for their parents (depends_on)
         oldest = GaugeMetricFamily(
             "jobcron_oldest_pending_age_seconds", "How long the oldest due pending job has waited, sampled."
         )

@@ -126,6 +126,7 @@ def test_pause_stops_claiming_and_resume_restarts_with_metrics(
     assert 'jobcron_jobs_failed_total{job_type="boom"} 1.0' in text
     assert 'jobcron_job_duration_seconds_count{job_type="noop"} 2.0' in text
     assert 'jobcron_queue_depth{state="pending_due"}' in text
+    assert 'jobcron_queue_depth{state="waiting"} 0.0' in text
     assert "jobcron_oldest_pending_age_seconds" in text
 
 

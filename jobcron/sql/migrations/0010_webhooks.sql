@@ -110,5 +110,9 @@ DECLARE
 BEGIN
     EXECUTE format('ALTER FUNCTION jobcron_job_ended() SET search_path = pg_catalog, %s', home);
     EXECUTE format('ALTER FUNCTION jobcron_webhook_outbox(text, text, jsonb) SET search_path = pg_catalog, %s', home);
+    -- the subscriptions are a handful of rows read whole: a seq scan, whatever the caller's planner
+    -- settings (the daemon disables seq scans, which would cost this one as 1e10 and JIT-compile it)
+    ALTER FUNCTION jobcron_webhook_outbox(text, text, jsonb) SET enable_seqscan = on;
+    ALTER FUNCTION jobcron_webhook_outbox(text, text, jsonb) SET jit = off;
 END
 $migration$;
