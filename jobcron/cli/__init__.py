@@ -135,6 +135,13 @@ def config_check(state: CliState) -> None:
     "--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus /metrics."
 )
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
+@click.option(
+    "--health-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve /livez (the loop is alive) and /readyz (database and schema) for orchestrators.",
+)
+@click.option("--health-addr", default="127.0.0.1", show_default=True, help="Address for --health-port.")
 @click.pass_obj
 def run_cmd(
     state: CliState,
@@ -145,13 +152,15 @@ def run_cmd(
     no_listen: bool,
     metrics_port: int | None,
     metrics_addr: str,
+    health_port: int | None,
+    health_addr: str,
 ) -> None:
     """Run the daemon: claim, run and record jobs until SIGTERM."""
     daemon_flags: dict[str, Any] = {"interval_seconds": interval}
     if no_listen:
         daemon_flags["listen"] = False
     config = load_or_exit(state, daemon=daemon_flags)
-    options = ServeOptions(worker_id, max_jobs, once, metrics_port, metrics_addr)
+    options = ServeOptions(worker_id, max_jobs, once, metrics_port, metrics_addr, health_port, health_addr)
     # from here on every error is one line and a documented exit code: building the worker imports
     # the configured workflows, and a traceback there would be a crash loop under Restart=on-failure
     with handled(config):

@@ -26,6 +26,8 @@ class ServeOptions:
     once: bool = False
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
+    health_port: int | None = None
+    health_addr: str = "127.0.0.1"
 
 
 def serve(config: Config, options: ServeOptions, reload_config: Callable[[], Config] | None = None) -> int:
@@ -45,12 +47,25 @@ def serve(config: Config, options: ServeOptions, reload_config: Callable[[], Con
     )
     if options.metrics_port is not None:
         _serve_metrics(worker, options.metrics_port, options.metrics_addr)
+    if options.health_port is not None:
+        _serve_probes(worker, options.health_port, options.health_addr)
     restore_signals = signals.install(worker)
     try:
         return worker.run()
     finally:
         restore_signals()
         notifier.close()
+
+
+def _serve_probes(worker: Worker, port: int, addr: str) -> None:
+    from jobcron.daemon.probes import LIVENESS_SECONDS, Probes, serve_routes
+
+    probes = Probes(worker)
+    try:
+        serve_routes(addr, port, probes.routes(), "jobcron-probes")
+    except OSError as exc:
+        raise ConfigError(f"--health-port: cannot listen on {addr}:{port}: {exc.strerror or exc}") from None
+    worker.liveness_seconds = LIVENESS_SECONDS
 
 
 def _serve_metrics(worker: Worker, port: int, addr: str) -> None:

@@ -12,11 +12,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
     disable_created_metrics,
-    start_http_server,
+    generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
@@ -160,10 +161,16 @@ class QueueCollector:
 
 
 def serve(metrics: Metrics, port: int, addr: str) -> None:
-    """Serve /metrics on a daemon thread."""
+    """Serve /metrics on a daemon thread (any other path: 404); OSError when the port cannot be had."""
+    from jobcron.daemon.probes import serve_routes
+
     # the *_created twin of every counter only doubles the series
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    start_http_server(port, addr=addr, registry=metrics.registry)
+
+    def scrape() -> tuple[int, str, bytes]:
+        return 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
+
+    serve_routes(addr, port, {"/metrics": scrape}, "jobcron-metrics")
 
 
 __all__ = ["SAMPLE_SECONDS", "Metrics", "serve"]

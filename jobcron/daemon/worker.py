@@ -91,7 +91,7 @@ class Worker:
         )
         self.watchdog = Watchdog(
             self.notifier,
-            alive=self._loop_alive,
+            alive=self.loop_alive,
             stopping=self.state.stop.is_set,
             overdue=lambda now: self.db.interrupt_overdue(
                 now, [("housekeeper", self.maintenance.conn, self.maintenance.in_tick)]
@@ -100,6 +100,8 @@ class Worker:
         self.listener: Listener | None = None
         self.on_job_start: Callable[[ClaimedJob], None] | None = None
         self.metrics: Metrics | None = None
+        # /livez's window when `run --health-port` serves it (the idle loop wakes within a third of it)
+        self.liveness_seconds: float | None = None
         self._ran: Running | None = None
 
     # --- control ----------------------------------------------------------------------------------------
@@ -153,11 +155,12 @@ class Worker:
         """Count into these Prometheus metrics (`run --metrics-port`)."""
         self.metrics = self.db.metrics = self.maintenance.metrics = self.recorder.metrics = metrics
 
-    def _loop_alive(self, now: float) -> bool:
+    def loop_alive(self, now: float, window: float | None = None) -> bool:
+        """The watchdog's rule (and /livez's): alive within `window` seconds (default: WatchdogSec)."""
         d = self.config.database
         # a connection attempt, then a statement waiting for a lock: both end by themselves within this
         waits = d.connect_timeout_seconds + d.lock_timeout_seconds
-        return self.state.loop_alive(now, self.notifier.watchdog_seconds, waits)
+        return self.state.loop_alive(now, self.notifier.watchdog_seconds if window is None else window, waits)
 
     def _after_reconnect(self, conn: Connection) -> None:
         """Take the worker id again, and put back claims whose commit was never seen."""
@@ -343,9 +346,10 @@ class Worker:
         interval = self.config.poll_interval_seconds
         if just_busy:
             interval = min(interval, RECHECK_AFTER_BUSY_SECONDS)
-        if self.notifier.watchdog_seconds is not None:
-            # the watchdog trusts a loop that ticks: an idle daemon must wake well within WatchdogSec
-            interval = min(interval, self.notifier.watchdog_seconds / 3)
+        window = self.notifier.watchdog_seconds or self.liveness_seconds
+        if window is not None:
+            # the watchdog and /livez trust a loop that ticks: an idle daemon wakes well within the window
+            interval = min(interval, window / 3)
         due = self.db.run(store.next_due_in)
         return interval if due is None else max(0.01, min(interval, due))
 
