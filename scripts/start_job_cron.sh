@@ -388,46 +388,7 @@ mode_prod() {
     mkdir -p "$prefix"
     prefix=$(cd "$prefix" && pwd)
     local root=${prefix%/}
-    local units=$root/etc/systemd/system etc=$root/etc/job_cron
-    install -d -m 0755 "$units"
-    install -d -m 0755 "$etc"
-    local unit
-    for unit in job_cron.service job_cron@.service; do
-        sed "s#/opt/jobcron/#${venv%/}/#g" "$ROOT/deploy/systemd/$unit" >"$units/$unit.tmp"
-        chmod 0644 "$units/$unit.tmp"
-        mv "$units/$unit.tmp" "$units/$unit"
-        say "installed $units/$unit"
-    done
-    if [ -e "$etc/job_cron.env" ]; then
-        say "kept $etc/job_cron.env (it may hold secrets; never overwritten)"
-    else
-        (
-            umask 077
-            if [ -n "${DATABASE_URL:-}" ]; then
-                # the URL of this shell goes into the file, never to the terminal
-                DB="$DATABASE_URL" awk '/^DATABASE_URL=/ { print "DATABASE_URL=" ENVIRON["DB"]; next } { print }' \
-                    "$ROOT/deploy/job_cron.env.example" >"$etc/job_cron.env"
-            else
-                cp "$ROOT/deploy/job_cron.env.example" "$etc/job_cron.env"
-            fi
-        )
-        say "installed $etc/job_cron.env (mode 0600)"
-    fi
-    if [ -e "$etc/config.json" ]; then
-        say "kept $etc/config.json"
-    else
-        # the repository's file_root points into the checkout: production sets its own
-        python3 - "$ROOT/config.json" "$etc/config.json" <<'EOF'
-import json, sys
-config = json.load(open(sys.argv[1]))
-config.get("job_processing", {}).pop("file_root", None)
-with open(sys.argv[2], "w") as out:
-    json.dump(config, out, indent=2)
-    out.write("\n")
-EOF
-        chmod 0644 "$etc/config.json"
-        say "installed $etc/config.json"
-    fi
+    local etc=$root/etc/job_cron
     if [ "$skip_venv" = 0 ]; then
         if [ ! -x "$root$venv/bin/python" ]; then
             python3 -m venv "$root$venv"
@@ -435,6 +396,17 @@ EOF
         say "installing jobcron into $root$venv"
         "$root$venv/bin/python" -m pip install --quiet --upgrade "$ROOT"
     fi
+    # the files come from the package itself (`job_cron deploy install`), so that this script and a
+    # pip-installed jobcron install the same units, env file and config
+    local installer
+    if [ -x "$root$venv/bin/job_cron" ]; then
+        installer=("$root$venv/bin/job_cron")
+    else
+        find_python
+        installer=("$PY" -m jobcron)
+    fi
+    "${installer[@]}" deploy install --prefix "${root:-/}" --venv "$venv" | sed 's/^/start_job_cron.sh: /'
+    [ "${PIPESTATUS[0]}" = 0 ] || die "job_cron deploy install failed"
     local targets=(job_cron.service)
     if [ "$workers" -gt 0 ]; then
         targets=()

@@ -12,6 +12,7 @@ import click
 from jobcron import logs, migrate
 from jobcron.cli.common import EXIT_CONFIG, CliState, fail, handled, load_or_exit, open_db
 from jobcron.cli.demo import demo_cmd
+from jobcron.cli.deploy import deploy_group
 from jobcron.cli.jobs import enqueue_cmd, jobs_group
 from jobcron.cli.ops import health_cmd, pause_cmd, resume_cmd, status_cmd, workers_cmd
 from jobcron.cli.schedules import schedules_group
@@ -178,6 +179,7 @@ cli.add_command(resume_cmd)
 cli.add_command(health_cmd)
 cli.add_command(tokens_group)
 cli.add_command(web_cmd)
+cli.add_command(deploy_group)
 
 
 def main() -> None:
