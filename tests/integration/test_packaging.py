@@ -94,3 +94,19 @@ def test_readme_links_work_off_the_repository() -> None:
         if link.startswith(BLOB):
             path = link[len(BLOB) :].split("#", 1)[0]
             assert (REPO / path).exists(), f"README links to {path}, which is not in the repository"
+
+
+def test_the_container_files_say_what_the_docs_say() -> None:
+    dockerfile = (REPO / "deploy/docker/Dockerfile").read_text()
+    final = dockerfile.split("\nFROM ")[-1]  # the last stage is the image
+    assert final.startswith("python:3.12-slim\n")
+    assert "USER jobcron" in final and 'ENTRYPOINT ["job_cron"]' in final
+    assert "HEALTHCHECK" in final and "/livez" in final
+    assert not re.search(r"gcc|build-essential|apt-get|COPY \. ", final), (
+        "no build tools or source tree in the image"
+    )
+    compose = (REPO / "deploy/docker/compose.yaml").read_text()
+    services = re.findall(r"^  (\w+):$", compose.split("\nvolumes:")[0], re.M)
+    assert services == ["db", "migrate", "job_cron", "web"]
+    assert 'command: ["migrate"]' in compose and "service_completed_successfully" in compose
+    assert "--health-port" in compose and "stop_grace_period: 45s" in compose
