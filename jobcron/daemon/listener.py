@@ -54,6 +54,8 @@ class Listener(threading.Thread):
                         for note in conn.notifies(timeout=NOTIFIES_TIMEOUT):
                             self._dispatch(note.channel, note.payload)
             except DB_UNAVAILABLE as exc:
+                if self.halt.is_set():
+                    return  # a clean stop: the server (the dev mode's own) may go before this thread does
                 self.log.debug("listen_reconnecting", error=str(exc).strip()[:200])
                 self.halt.wait(backoff)
                 backoff = min(backoff * 2, 5.0)

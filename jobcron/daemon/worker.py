@@ -99,6 +99,8 @@ class Worker:
         )
         self.listener: Listener | None = None
         self.on_job_start: Callable[[ClaimedJob], None] | None = None
+        # called after a job's outcome was written (the demo prints each file's findings then)
+        self.on_job_recorded: Callable[[ClaimedJob, Outcome], None] | None = None
         self.metrics: Metrics | None = None
         # /livez's window when `run --health-port` serves it (the idle loop wakes within a third of it)
         self.liveness_seconds: float | None = None
@@ -270,7 +272,10 @@ class Worker:
         """
         ran = self._ran
         since = ran.since if ran is not None and ran.job.id == job.id else time.monotonic()
-        return self.recorder.record(job, outcome, since, claim_next=claim_next)
+        claimed = self.recorder.record(job, outcome, since, claim_next=claim_next)
+        if self.on_job_recorded is not None:
+            self.on_job_recorded(job, outcome)
+        return claimed
 
     def put_back_next(self, conn: Connection) -> None:
         """The job claimed with the last record goes back, uncharged: the daemon stops before running it."""

@@ -243,6 +243,9 @@ def run_demo(
             notifier=Notifier(),
         )
         worker.on_job_start = lambda job: _announce(out, job, jobs)
+        if options.keep_running:
+            # a daemon that goes on: each file's findings as its job ends, not only at Ctrl-C
+            worker.on_job_recorded = lambda job, _outcome: _findings(out, config, job, jobs)
         if install_signals is not None:
             install_signals(worker)
         if options.keep_running:
@@ -274,6 +277,15 @@ def dashboard_hint(url: str) -> str:
         f"  {command} tokens create me --role admin   # the token is the last line\n"
         f"  {command} web                            # open http://127.0.0.1:8080 and log in with it\n"
     )
+
+
+def _findings(out: Out, config: Config, job: ClaimedJob, jobs: dict[str, str]) -> None:
+    """One sample's report, as soon as its job has ended (a retry is not an end)."""
+    if job.id not in jobs:
+        return
+    (report,) = collect(config, {job.id: jobs[job.id]})
+    if report.status in ("completed", "failed", "cancelled"):
+        out(render([report]).rsplit("\n", 1)[0])  # without the totals line: that comes at the end
 
 
 def _announce(out: Out, job: ClaimedJob, jobs: dict[str, str]) -> None:

@@ -156,7 +156,7 @@ class EmbeddedServer:
         self._owner = host.ensure_os_user(self.os_user) if os.geteuid() == 0 else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._lock_fd is None and not self._try_lock():
-            raise DataDirInUse(f"{self.data_dir} is in use by another process's embedded server")
+            raise DataDirInUse(self._in_use_message())
         try:
             self._prepare_data_dir()
             self._clear_leftover_server()
@@ -379,9 +379,12 @@ class EmbeddedServer:
         self._give(path)
 
     def _launch(self, deadline: float, *, may_move_port: bool) -> None:
-        for _attempt in range(5):
+        for attempt in range(5):
             if self.port == 0:
-                self.port = host.free_port()
+                # the port of the last run when it is still free: the DATABASE_URL a newcomer exported,
+                # or wrote into a config, keeps working from one run to the next
+                remembered = self._remembered_port() if attempt == 0 else None
+                self.port = remembered or host.free_port()
             self._write_settings()
             offset = self.log_file.stat().st_size if self.log_file.exists() else 0
             remaining = max(1.0, deadline - time.monotonic())
@@ -392,6 +395,8 @@ class EmbeddedServer:
             except subprocess.TimeoutExpired as exc:
                 raise JobCronError(f"PostgreSQL did not start in time; see {self.log_file}") from exc
             if result.returncode == 0:
+                with contextlib.suppress(OSError):
+                    self._port_file.write_text(f"{self.port}\n")
                 return
             tail = self._log_since(offset)
             if may_move_port and ("could not bind" in tail or "could not create any TCP/IP sockets" in tail):
@@ -402,6 +407,34 @@ class EmbeddedServer:
                 f"PostgreSQL did not start ({(result.stderr or result.stdout).strip()}): {tail.strip()[-2000:]}"
             )
         raise JobCronError("PostgreSQL could not find a free port")
+
+    def _in_use_message(self) -> str:
+        """Who holds the data dir, and how to use the server it runs (a `demo --keep-running` elsewhere)."""
+        text = f"{self.data_dir} is in use by another process's embedded server"
+        try:
+            port = int(self._port_file.read_text().strip())
+        except (OSError, ValueError):
+            return text
+        if self.pid is None:
+            return text
+        url = f"postgresql://{self.user}@127.0.0.1:{port}/{DATABASE}"
+        return (
+            f"{text} (running on port {port}, pid {self.pid}: a `job_cron demo --keep-running` or "
+            f"`scripts/start_job_cron.sh dev` still running?). To use that server from here: "
+            f"export DATABASE_URL='{url}', then run the command again"
+        )
+
+    @property
+    def _port_file(self) -> Path:
+        return self.data_dir / "port"
+
+    def _remembered_port(self) -> int | None:
+        """The port the last run of this data_dir had, when 127.0.0.1 still has it free."""
+        try:
+            port = int(self._port_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return port if 1024 <= port <= 65535 and host.port_free(port) else None
 
     def _log_since(self, offset: int) -> str:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -93,16 +94,27 @@ def test_demo_on_an_embedded_server(state_root: Path, samples: Path) -> None:
         lines: list[str] = []
         for line in proc.stdout:
             lines.append(line)
-            if "running noop on tickets.jsonl" in line:
+            # each file's findings come as its job ends, before any Ctrl-C
+            if "tickets.jsonl: completed" in line:
                 break
         # drain stderr so the daemon never blocks on a full pipe
         threading.Thread(target=proc.stderr.read if proc.stderr else None, daemon=True).start()
         text = "".join(lines)
         assert "(reused," in text and "schema: up to date" in text and "daemon running as" in text
+        assert "orders.csv: completed" in text
+        # the server kept its port: the DATABASE_URL of the first run still works
+        port = re.search(r"127\.0\.0\.1:(\d+)/jobcron", first.stdout)
+        assert port and f"127.0.0.1:{port.group(1)}/jobcron" in text
         # --reset never pulls the state from under a running server
         busy = demo(env, *args, "--reset")
         assert busy.returncode == 1
         assert "is in use by another process" in busy.stderr
+        # a second demo while this one runs says how to use the running server
+        again = demo(env, *args)
+        assert again.returncode == 1
+        assert (
+            f"export DATABASE_URL='postgresql://postgres@127.0.0.1:{port.group(1)}/jobcron'" in again.stderr
+        )
         proc.send_signal(signal.SIGINT)
         out = proc.stdout.read()
         assert proc.wait(60) == 0

@@ -97,6 +97,21 @@ def test_reused_data_dir_keeps_data_and_default_settings_are_durable(data_dir: P
         EmbeddedServer(data_dir).start()
 
 
+def test_the_server_keeps_its_port_between_runs_while_the_port_is_free(data_dir: Path) -> None:
+    import socket
+
+    with EmbeddedServer(data_dir, fast=True) as first:
+        port = first.port
+    with EmbeddedServer(data_dir, fast=True) as again:
+        assert again.port == port  # the DATABASE_URL a newcomer exported still works
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with EmbeddedServer(data_dir, fast=True) as moved:
+            assert moved.port != port  # taken by another program: a free one, remembered from now on
+    assert (data_dir / "port").read_text() == f"{moved.port}\n"
+
+
 def test_a_data_dir_serves_one_owner_at_a_time(server: EmbeddedServer) -> None:
     server.start()
     other = EmbeddedServer(server.data_dir, fast=True)
