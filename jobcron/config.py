@@ -133,6 +133,15 @@ class LoggingSettings:
     format: str = _opt("auto", choices=LOG_FORMATS)
 
 
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """[telemetry]: OpenTelemetry spans per job (jobcron.telemetry), off by default."""
+
+    otel: bool = _opt(False)
+    # the metadata key an enqueuer stores its W3C trace context under
+    trace_metadata_key: str = _opt("trace_context")
+
+
 WEBHOOK_EVENTS = ("job.completed", "job.failed", "job.cancelled", "job.retried", "schedule.failed")
 _WEBHOOK_KEYS = (
     "name",
@@ -182,6 +191,7 @@ class Config:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     workflows: dict[str, str] = field(default_factory=dict)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
 

@@ -31,12 +31,13 @@ from jobcron.daemon.sdnotify import Notifier
 from jobcron.daemon.state import DaemonState, Running
 from jobcron.daemon.watchdog import Watchdog
 from jobcron.db import DB_UNAVAILABLE, Connection, DatabaseRefused, scrub
-from jobcron.errors import DatabaseUnavailable, SlotTaken
+from jobcron.errors import ConfigError, DatabaseUnavailable, SlotTaken
 from jobcron.models import ClaimedJob, Outcome
 from jobcron.workflows import Registry
 
 if TYPE_CHECKING:
     from jobcron.daemon.metrics import Metrics
+    from jobcron.daemon.tracing import Tracing
 
 RECHECK_AFTER_BUSY_SECONDS = 0.05
 # a claim that lost the race for a user's slot is tried again at once, this many times
@@ -99,6 +100,16 @@ class Worker:
         )
         self.listener: Listener | None = None
         self.on_job_start: Callable[[ClaimedJob], None] | None = None
+        # OpenTelemetry spans per attempt (telemetry.otel; jobcron.telemetry)
+        self.tracing: Tracing | None = None
+        if config.telemetry.otel:
+            from jobcron import telemetry
+
+            if not telemetry.available():
+                raise ConfigError(telemetry.INSTALL_HINT)
+            from jobcron.daemon.tracing import Tracing
+
+            self.tracing = Tracing(config.telemetry.trace_metadata_key)
         # called after a job's outcome was written (the demo prints each file's findings then)
         self.on_job_recorded: Callable[[ClaimedJob, Outcome], None] | None = None
         self.metrics: Metrics | None = None
@@ -257,7 +268,10 @@ class Worker:
         try:
             if self.on_job_start is not None:
                 self.on_job_start(job)
-            return self.executor.run(running)
+            if self.tracing is None:
+                return self.executor.run(running)
+            with self.tracing.attempt(job):
+                return self.executor.run(running)
         finally:
             self.state.end()
             self.state.jobs_done += 1
@@ -273,6 +287,8 @@ class Worker:
         ran = self._ran
         since = ran.since if ran is not None and ran.job.id == job.id else time.monotonic()
         claimed = self.recorder.record(job, outcome, since, claim_next=claim_next)
+        if self.tracing is not None:
+            self.tracing.recorded(job, outcome)
         if self.on_job_recorded is not None:
             self.on_job_recorded(job, outcome)
         return claimed
