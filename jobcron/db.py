@@ -88,8 +88,19 @@ class DatabaseRefused(psycopg.OperationalError):
 POOLER_HINT = (
     "a pooler such as PgBouncer refuses startup parameters it does not track: set "
     "database.prepared_statements: false (JOB_CRON_DATABASE_PREPARED_STATEMENTS=false: no startup options "
-    "are sent), and in transaction pooling mode also daemon.listen: false (--no-listen); or add "
+    "are sent), and in transaction pooling mode also daemon.listen: false (--no-listen); or, on "
+    "PgBouncer 1.21+ with max_prepared_statements set (older ones lose prepared statements), add "
     "ignore_startup_parameters = options to pgbouncer.ini (docs/deployment.md, PgBouncer)"
+)
+# What a transaction-mode pooler that does not track prepared statements (PgBouncer before 1.21, or
+# without max_prepared_statements) does to them: a server connection holds another client's statement
+# of the same name (42P05), or not the one this client prepared on another (26000). A direct
+# connection never sees either: psycopg names its statements per connection.
+PREPARED_LOST = (psycopg.errors.DuplicatePreparedStatement, psycopg.errors.InvalidSqlStatementName)
+PREPARED_LOST_HINT = (
+    "a pooler in transaction mode (PgBouncer before 1.21, or without max_prepared_statements) shares its "
+    "server connections between clients, and a prepared statement stays on the one it was made on: set "
+    "database.prepared_statements: false (JOB_CRON_DATABASE_PREPARED_STATEMENTS=false; docs/deployment.md, PgBouncer)"
 )
 # SQLSTATEs answered to a connection attempt that no retry can change: the URL, the credentials,
 # the server's pg_hba.conf or the startup options are wrong. Anything else (57P03 starting up, 53300

@@ -28,7 +28,8 @@ if ! command -v shellcheck >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-ge
         >/dev/null 2>&1 || echo "test.sh: could not install shellcheck; its test will be skipped"
 fi
 
-# the PgBouncer test (tests/acceptance/test_db_refusals.py) runs Debian's pgbouncer; without it, it is skipped
+# the PgBouncer tests (tests/acceptance/test_pgbouncer.py, and one in test_db_refusals.py) run Debian's
+# pgbouncer; without it, they are skipped with the reason
 if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing pgbouncer"
     { apt-get install -y -qq pgbouncer || { apt-get update -qq && apt-get install -y -qq pgbouncer; }; } \

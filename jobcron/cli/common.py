@@ -18,6 +18,8 @@ from jobcron.cli.render import echo
 from jobcron.config import Config, load_config
 from jobcron.db import (
     DB_UNAVAILABLE,
+    PREPARED_LOST,
+    PREPARED_LOST_HINT,
     WAITED_TOO_LONG,
     Connection,
     DatabaseRefused,
@@ -121,6 +123,8 @@ def handled(config: Config | None = None) -> Iterator[None]:
         fail(scrub(str(exc), dsn), EXIT_CONFIG)
     except DB_UNAVAILABLE as exc:
         fail(db_error_text(exc, config), EXIT_ERROR)
+    except PREPARED_LOST as exc:
+        fail(f"database error: {scrub(str(exc).strip(), dsn)}; hint: {PREPARED_LOST_HINT}", EXIT_ERROR)
     except psycopg.Error as exc:
         fail(f"database error: {scrub(str(exc).strip(), dsn)}", EXIT_ERROR)
     except UnicodeEncodeError as exc:
