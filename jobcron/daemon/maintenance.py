@@ -21,7 +21,15 @@ from jobcron.config import Config
 from jobcron.daemon.lease import Lease
 from jobcron.daemon.sdnotify import Notifier
 from jobcron.daemon.state import DaemonState, Running
-from jobcron.db import DB_UNAVAILABLE, Connection, Outage, connect, waited_too_long
+from jobcron.db import (
+    DB_UNAVAILABLE,
+    PREPARED_LOST,
+    PREPARED_LOST_HINT,
+    Connection,
+    Outage,
+    connect,
+    waited_too_long,
+)
 from jobcron.schedules import firing
 
 if TYPE_CHECKING:
@@ -277,7 +285,8 @@ class Maintenance(threading.Thread):
                 self._db_failed(exc)
                 self.halt.wait(0.5)
             except Exception as exc:  # a duty failing must not kill the thread that heartbeats
-                self.log.error("housekeeping_failed", error=repr(exc)[:500])
+                hint = {"hint": PREPARED_LOST_HINT} if isinstance(exc, PREPARED_LOST) else {}
+                self.log.error("housekeeping_failed", error=repr(exc)[:500], **hint)
                 self._drop_conn()
                 self.halt.wait(0.5)
             else:
