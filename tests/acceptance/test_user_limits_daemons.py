@@ -67,8 +67,9 @@ def test_a_burst_of_distinct_users_leaves_no_backend_holding_a_pile_of_locks(
         most = max(most, int(row["most"]) if row else 0)
 
     drained(conn, 120, during=sample)
-    # each daemon holds one advisory lock, its worker id, for as long as it runs; claims take none
-    assert most == 1
+    # each daemon holds one advisory lock, its worker id, for as long as it runs; claims take none, and
+    # a record one more for its transaction (the finished job's dependency bucket, migration 0009)
+    assert most <= 2
     stats = conn.execute("SELECT count(*) AS n, max(attempts) AS most FROM processing_jobs").fetchone()
     assert stats == {"n": 4000, "most": 1}
 

@@ -324,3 +324,18 @@ def test_follow_ups_of_a_lost_lease_are_not_enqueued(conn: Conn, config: Config)
     conn.execute("UPDATE processing_jobs SET status = 'pending', lease_token = NULL WHERE id = %s", (parent,))
     worker.record(claimed, worker.execute(claimed), claim_next=False)
     assert status_counts(conn) == {"pending": 1}
+
+
+def test_a_bulk_end_of_thousands_of_jobs_holds_a_bounded_number_of_locks(dsn: str, conn: Conn) -> None:
+    conn.execute("INSERT INTO processing_jobs (job_type) SELECT 'noop' FROM generate_series(1, 5000)")
+    with psycopg.connect(dsn, row_factory=dict_row) as bulk:
+        bulk.execute(
+            "UPDATE processing_jobs SET status = 'cancelled', completed_at = now() WHERE status = 'pending'"
+        )
+        held = bulk.execute(
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        ).fetchone()
+        bulk.commit()
+    # one per dependency bucket at most, not one per job: the server's lock table is shared and small
+    assert held is not None and 1 <= held["n"] <= 256
+    assert status_counts(conn) == {"cancelled": 5000}

@@ -20,12 +20,15 @@
 -- the count reaches zero once and the child is released once.
 --
 -- A dependant being inserted and its parent finishing at the same instant: the insert holds a shared
--- advisory lock per parent (class 4242009, key hashtext(parent id)) from before it reads the parents'
--- statuses until it commits; settling a finished job's children takes that lock exclusively first. So
--- either the insert waits and then reads the parent as finished, or the parent's end waits for the
--- insert's commit and then sees its link. The parents are also locked FOR KEY SHARE (not deleted under
--- the insert; under REPEATABLE READ a parent changed since the snapshot is a serialization failure to
--- retry, never a stale read). Heartbeats and claims of the parents are not blocked by any of this.
+-- advisory lock on its parents' buckets (class 4242009, key hashtext(parent id) & 255) from before it
+-- reads their statuses until it commits; settling a finished job's children takes its bucket
+-- exclusively first. So either the insert waits and then reads the parent as finished, or the
+-- parent's end waits for the insert's commit and then sees its link. Buckets, not one key per job: a
+-- statement that ends 100,000 jobs at once (a bulk cancel) holds at most 256 locks, not 100,000 (the
+-- server's lock table is shared and small); the price is that a record may wait for an unrelated
+-- job's open transaction in the same bucket, 1 in 256. The parents are also locked FOR KEY SHARE (not
+-- deleted under the insert; under REPEATABLE READ a parent changed since the snapshot is a
+-- serialization failure to retry, never a stale read). Heartbeats and claims are never blocked by this.
 --
 -- The trigger functions are SECURITY DEFINER (owned by the migrating role, search_path pinned below):
 -- an enqueuing role needs no grant on job_dependencies and no UPDATE right for the row locks.
@@ -80,7 +83,8 @@ BEGIN
     END IF;
     NEW.depends_on := parents;
     -- from here until commit no parent's end can be settled unseen (see the header)
-    PERFORM pg_advisory_xact_lock_shared(4242009, hashtext(p::text)) FROM unnest(parents) AS p;
+    PERFORM pg_advisory_xact_lock_shared(4242009, b)
+    FROM (SELECT DISTINCT hashtext(p::text) & 255 AS b FROM unnest(parents) AS p ORDER BY 1) AS buckets;
     SELECT count(*)::integer,
            count(*) FILTER (WHERE l.status NOT IN ('completed', 'failed', 'cancelled'))::integer,
            (array_agg(l.id ORDER BY l.id) FILTER (WHERE l.status IN ('failed', 'cancelled')))[1]
@@ -189,7 +193,8 @@ BEGIN
         -- below the first level every settled parent was cancelled by this cascade
         why := 'ended cancelled';
         -- a dependant of these being inserted right now: wait for it, and then see its link
-        PERFORM pg_advisory_xact_lock(4242009, hashtext(f::text)) FROM unnest(frontier) AS f ORDER BY f;
+        PERFORM pg_advisory_xact_lock(4242009, b)
+        FROM (SELECT DISTINCT hashtext(f::text) & 255 AS b FROM unnest(frontier) AS f ORDER BY 1) AS buckets;
     END LOOP;
     PERFORM set_config('jobcron.settling', '', true);
     IF released > 0 THEN
@@ -208,7 +213,7 @@ BEGIN
     IF current_setting('jobcron.settling', true) = 'on' THEN
         RETURN OLD;  -- a cascade in progress settles this job's children itself
     END IF;
-    PERFORM pg_advisory_xact_lock(4242009, hashtext(job_id::text));
+    PERFORM pg_advisory_xact_lock(4242009, hashtext(job_id::text) & 255);
     IF EXISTS (SELECT 1 FROM job_dependencies d WHERE d.parent_id = job_id AND NOT d.settled) THEN
         PERFORM jobcron_settle_children(job_id, CASE WHEN TG_OP = 'DELETE' THEN 'deleted' ELSE NEW.status END);
     END IF;

@@ -86,7 +86,7 @@ BEGIN
     IF current_setting('jobcron.settling', true) = 'on' THEN
         RETURN OLD;  -- a cascade in progress settles this job's children itself
     END IF;
-    PERFORM pg_advisory_xact_lock(4242009, hashtext(job_id::text));
+    PERFORM pg_advisory_xact_lock(4242009, hashtext(job_id::text) & 255);
     IF EXISTS (SELECT 1 FROM job_dependencies d WHERE d.parent_id = job_id AND NOT d.settled) THEN
         PERFORM jobcron_settle_children(job_id, CASE WHEN TG_OP = 'DELETE' THEN 'deleted' ELSE NEW.status END);
     END IF;
