@@ -4,12 +4,17 @@ installed, so that a pip-installed jobcron and `scripts/start_job_cron.sh prod` 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import click
+
+from jobcron.cli.common import CliState, load_or_exit
+from jobcron.db import scrub
 
 # name -> the file inside jobcron/deploy
 FILES = {
@@ -100,6 +105,47 @@ def deploy_install(prefix: str, venv: str | None) -> None:
     else:
         _write(config, text_of("config"), 0o644)
         click.echo(f"installed {config}")
+
+
+@deploy_group.command("roles")
+@click.option("--worker-role", default="jobcron_worker", show_default=True, help="The daemon's group role.")
+@click.option(
+    "--enqueuer-role", default="jobcron_enqueuer", show_default=True, help="Applications' group role."
+)
+@click.option(
+    "--row-security", is_flag=True, help="Each enqueuing login role sees only the jobs it enqueued."
+)
+@click.pass_obj
+def deploy_roles(state: CliState, worker_role: str, enqueuer_role: str, row_security: bool) -> None:
+    """Apply the package's roles SQL to the configured database with psql, as the owner of the tables
+    (the role that ran `job_cron migrate`); idempotent, run it again after every migration."""
+    config = load_or_exit(state)
+    psql = shutil.which("psql")
+    if psql is None:
+        raise click.ClickException(
+            "psql not found: install PostgreSQL's client, or pipe `job_cron deploy show roles` into psql "
+            "on a host that has it"
+        )
+    url = config.database.url
+    if not url:
+        raise click.UsageError("no database: set DATABASE_URL (the owner's) or --database-url")
+    variables = {
+        "worker_role": worker_role,
+        "enqueuer_role": enqueuer_role,
+        "schema": config.database.schema or "public",
+        "row_security": "on" if row_security else "off",
+    }
+    with resources.as_file(deploy_file("roles")) as script:
+        args = [psql, "-X", "-q", "-d", url, "-f", str(script)]
+        for name, value in variables.items():
+            args += ["-v", f"{name}={value}"]
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise click.ClickException("roles SQL failed: " + scrub(done.stderr.strip(), url)[-1500:])
+    click.echo(
+        f"roles applied: {worker_role} (the daemon), {enqueuer_role} (applications), "
+        f"row security {variables['row_security']}; grant them to login roles (GRANT {worker_role} TO ...)"
+    )
 
 
 def _write(path: Path, text: str, mode: int) -> None:

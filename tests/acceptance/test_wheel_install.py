@@ -15,11 +15,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.acceptance.daemon import REPO
 from tests.processes import reap
+from tests.roles import Roles
 from tests.webhook_receiver import free_port
 
 pytestmark = pytest.mark.acceptance
@@ -140,6 +142,31 @@ def test_a_wheel_in_a_fresh_venv_runs_installs_its_units_and_passes_the_healthch
     assert conninfo_to_dict(url)["dbname"]
     migrated = sh(job_cron, "migrate", extra={"DATABASE_URL": url})
     assert migrated.returncode == 0, migrated.stderr
+    # the least-privilege roles, from the installed package, in one command (roles are cluster-wide:
+    # names of this test's own, dropped at the end)
+    roles = Roles(dsn)
+    try:
+        applied = sh(
+            job_cron,
+            "deploy",
+            "roles",
+            "--worker-role",
+            roles.names["worker"],
+            "--enqueuer-role",
+            roles.names["enqueuer"],
+            extra={"DATABASE_URL": url},
+        )
+        assert applied.returncode == 0, applied.stderr
+        assert f"roles applied: {roles.names['worker']}" in applied.stdout
+        with psycopg.connect(dsn) as check:
+            granted = check.execute(
+                "SELECT has_table_privilege(%s, 'processing_jobs', 'UPDATE'),"
+                " has_table_privilege(%s, 'processing_jobs', 'UPDATE')",
+                (roles.names["worker"], roles.names["enqueuer"]),
+            ).fetchone()
+        assert granted == (True, False)
+    finally:
+        roles.drop()
     port = free_port()
     healthcheck = [str(venv / "bin/python") if c == "python" else c for c in healthcheck_command()]
     healthcheck = [c.replace("8081", str(port)) for c in healthcheck]
