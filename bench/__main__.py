@@ -10,6 +10,7 @@ from pathlib import Path
 from bench.events import run_events
 from bench.extra import run_analysis, run_ops
 from bench.harness import RESULTS, Run, Server
+from bench.pipelines import run_pipelines
 from bench.users import run_users
 from bench.web import run_web
 from bench.workloads import FULL, QUICK, WORKLOADS
@@ -21,6 +22,7 @@ WORKLOADS = {
     "analysis": run_analysis,
     "events": run_events,
     "web": run_web,
+    "pipelines": run_pipelines,
 }
 
 
