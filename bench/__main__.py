@@ -11,6 +11,7 @@ from bench.events import run_events
 from bench.extra import run_analysis, run_ops
 from bench.harness import RESULTS, Run, Server
 from bench.notifications import run_notifications
+from bench.pipelines import run_pipelines
 from bench.users import run_users
 from bench.web import run_web
 from bench.workloads import FULL, QUICK, WORKLOADS
@@ -23,6 +24,7 @@ WORKLOADS = {
     "events": run_events,
     "web": run_web,
     "notifications": run_notifications,
+    "pipelines": run_pipelines,
 }
 
 

@@ -173,6 +173,10 @@ RETURNING p.id;
 -- Let this transaction (a claim on its own) commit without waiting for the WAL flush; a claim lost in a crash only leaves its job pending.
 SELECT set_config('synchronous_commit', 'off', true);
 
+-- name: claims_next_mark
+-- This transaction records a job and claims the next: a job its record releases (depends_on) needs no wake-up of other daemons (migration 0009).
+SELECT set_config('jobcron.claims_next', 'on', true);
+
 -- name: finish_job
 -- Record an attempt's outcome (completed, failed, cancelled, or pending for a retry) if this worker still holds the lease.
 WITH done AS (

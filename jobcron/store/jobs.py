@@ -138,6 +138,7 @@ def finish_and_claim(
     # autocommit + one pipeline = one implicit transaction ending at the single Sync: one round trip, one commit
     with translate():
         with conn.pipeline():
+            conn.execute(sql("claims_next_mark"))
             done = conn.cursor()
             done.execute(sql("finish_job"), _finish_params(job, outcome))
             nxt = conn.cursor()

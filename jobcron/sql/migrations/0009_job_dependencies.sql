@@ -154,18 +154,34 @@ DECLARE
     why text := CASE how WHEN 'completed' THEN NULL
                          WHEN 'deleted' THEN 'was deleted before it ended'
                          ELSE 'ended ' || how END;
+    kids uuid[];
+    counts integer[];
+    vias text[];
     released integer := 0;
     moved integer;
 BEGIN
-    PERFORM set_config('jobcron.settling', 'on', true);
+    IF why IS NOT NULL THEN
+        -- the jobs this cascade cancels fire the same trigger: they return at once (see above)
+        PERFORM set_config('jobcron.settling', 'on', true);
+    END IF;
     LOOP
+        -- the links out of this level, settled once under their row locks; per child: how many, and
+        -- the parent to name
         WITH settled AS (
             UPDATE job_dependencies d SET settled = true
             WHERE d.parent_id = ANY (frontier) AND NOT d.settled
             RETURNING d.parent_id, d.child_id
-        ), per_child AS (
-            SELECT child_id, count(*)::integer AS n, min(parent_id::text) AS via FROM settled GROUP BY child_id
-        ), changed AS (
+        )
+        SELECT array_agg(child_id ORDER BY child_id), array_agg(n ORDER BY child_id),
+               array_agg(via ORDER BY child_id)
+        INTO kids, counts, vias
+        FROM (SELECT child_id, count(*)::integer AS n, min(parent_id::text) AS via
+              FROM settled GROUP BY child_id) AS per_child;
+        EXIT WHEN kids IS NULL;
+        -- each child by its primary key: `(c.status || '')` keeps the planner off the partial index of
+        -- waiting jobs, which a stale plan would read whole for every parent that ends (children x
+        -- waiting jobs)
+        WITH changed AS (
             UPDATE processing_jobs c
             SET waiting_on = greatest(c.waiting_on - p.n, 0),
                 status = CASE WHEN why IS NOT NULL AND NOT c.run_anyway THEN 'cancelled'
@@ -180,8 +196,8 @@ BEGIN
                 scheduled_at = CASE WHEN c.waiting_on - p.n <= 0 AND (why IS NULL OR c.run_anyway)
                                     THEN greatest(c.scheduled_at, now()) ELSE c.scheduled_at END,
                 updated_at = now()
-            FROM per_child p
-            WHERE c.id = p.child_id AND c.status = 'waiting'
+            FROM unnest(kids, counts, vias) AS p(child_id, n, via)
+            WHERE c.id = p.child_id AND (c.status || '') = 'waiting'
             RETURNING c.id, c.status
         )
         SELECT array_agg(id ORDER BY id) FILTER (WHERE status = 'cancelled'),
@@ -196,8 +212,12 @@ BEGIN
         PERFORM pg_advisory_xact_lock(4242009, b)
         FROM (SELECT DISTINCT hashtext(f::text) & 255 AS b FROM unnest(frontier) AS f ORDER BY 1) AS buckets;
     END LOOP;
-    PERFORM set_config('jobcron.settling', '', true);
-    IF released > 0 THEN
+    IF why IS NOT NULL THEN
+        PERFORM set_config('jobcron.settling', '', true);
+    END IF;
+    -- idle daemons look at once; not for the one job a daemon's own record releases, which it claims
+    -- in the same transaction (finish_and_claim says so with jobcron.claims_next)
+    IF released > 1 OR (released = 1 AND coalesce(current_setting('jobcron.claims_next', true), '') <> 'on') THEN
         PERFORM pg_notify('jobcron_jobs', 'released');
     END IF;
 END;
@@ -241,6 +261,10 @@ DECLARE
 BEGIN
     EXECUTE format('ALTER FUNCTION jobcron_depends_on_check() SET search_path = pg_catalog, %s', home);
     EXECUTE format('ALTER FUNCTION jobcron_depends_on_link() SET search_path = pg_catalog, %s', home);
+    -- every statement of these is a probe by primary key; a plan cached while the table was small
+    -- must not become a scan of it per inserted dependant (quadratic in one INSERT ... SELECT)
+    ALTER FUNCTION jobcron_depends_on_check() SET enable_seqscan = off;
+    ALTER FUNCTION jobcron_depends_on_link() SET enable_seqscan = off;
     EXECUTE format('ALTER FUNCTION jobcron_job_ended() SET search_path = pg_catalog, %s', home);
 END
 $migration$;

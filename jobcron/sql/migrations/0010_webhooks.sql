@@ -109,6 +109,9 @@ DECLARE
     home text := quote_ident(current_schema());
 BEGIN
     EXECUTE format('ALTER FUNCTION jobcron_job_ended() SET search_path = pg_catalog, %s', home);
+    -- its probes (links by parent, the subscriptions) by index whatever a session's plans cached while
+    -- the tables were empty: a scan of every link ever made, per finished job, is what it must never do
+    ALTER FUNCTION jobcron_job_ended() SET enable_seqscan = off;
     EXECUTE format('ALTER FUNCTION jobcron_webhook_outbox(text, text, jsonb) SET search_path = pg_catalog, %s', home);
     -- the subscriptions are a handful of rows read whole: a seq scan, whatever the caller's planner
     -- settings (the daemon disables seq scans, which would cost this one as 1e10 and JIT-compile it)
