@@ -85,9 +85,9 @@ def slow(ctx: WorkflowContext) -> WorkflowResult:
 
 
 def record(ctx: WorkflowContext) -> WorkflowResult:
-    """Appends one line per execution to metadata.log, then returns an insight."""
+    """Appends one line per execution to metadata.log (job id, pid, epoch time), then returns an insight."""
     with open(ctx.metadata["log"], "a", encoding="utf-8") as fh:
-        fh.write(f"{ctx.job_id} {os.getpid()}\n")
+        fh.write(f"{ctx.job_id} {os.getpid()} {time.time():.6f}\n")
     delay = float(ctx.metadata.get("seconds", 0))
     if delay:
         time.sleep(delay)
