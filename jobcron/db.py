@@ -182,9 +182,20 @@ def connect_args(
         "connect_timeout": config.database.connect_timeout_seconds,
         "application_name": f"{config.database.application_name}:{purpose}",
     }
+    if _url_sets(dsn, "connect_timeout"):
+        # the URL's own (a multi-host failover URL tunes it per host): a keyword would replace it
+        del params["connect_timeout"]
     if settings:
         params["options"] = merged_options(dsn, settings)
     return dsn, params
+
+
+def _url_sets(dsn: str, key: str) -> bool:
+    """Whether the connection string names this parameter itself."""
+    try:
+        return key in conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return False  # a malformed string: the connection attempt says what is wrong with it
 
 
 def connect(

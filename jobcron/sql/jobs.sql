@@ -347,7 +347,12 @@ WITH stale AS (
             -- never a job the rescuing daemon holds (runs, records, or claimed next): after an outage
             -- longer than stale_after_seconds its heartbeat is old, yet its run is alive and will be
             -- recorded; rescuing it would run it a second time. Other daemons still may, by the lease.
-            AND NOT (locked_by = %(worker_id)s::text AND id = ANY (%(held_ids)s::uuid[])))
+            -- Nor, outside the start, one of its own it does not hold: a claim or a record whose
+            -- commit it never saw (a failover); its main loop puts those back uncharged as it
+            -- reconnects (release_worker_jobs), where a rescue would charge an attempt for work that
+            -- may have succeeded (measured: a job with no retries left ended failed after a failover)
+            AND NOT (locked_by = %(worker_id)s::text
+                     AND (id = ANY (%(held_ids)s::uuid[]) OR %(restarted_worker)s::text IS NULL)))
            -- the ceiling holds for every job: failing it runs nothing twice
            OR started_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(max_processing_seconds)s::float8))
     FOR UPDATE SKIP LOCKED

@@ -555,3 +555,32 @@ def test_another_daemon_still_rescues_a_held_job_whose_heartbeat_is_old(conn: Co
     assert store.rescue_stale_jobs(conn, worker_id="holder", held_ids=[job_id], **rules) == []
     rows = store.rescue_stale_jobs(conn, worker_id="other", held_ids=[job_id], **rules)
     assert [str(r["id"]) for r in rows] == [job_id]
+
+
+def test_a_daemon_leaves_its_own_unheld_jobs_to_its_uncharged_release(conn: Conn) -> None:
+    # after a failover: a job whose claim or record this daemon never saw commit is still processing
+    # under its own id. Its main loop puts it back uncharged as it reconnects; its own rescue must not
+    # charge an attempt first (a job with no retries left would end failed for work that succeeded)
+    job_id = insert_job(conn, status="processing", locked_by="holder", max_retries=0)
+    conn.execute(
+        "UPDATE processing_jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (job_id,)
+    )
+    rules = {
+        "stale_after_seconds": 60,
+        "max_processing_seconds": 7200,
+        "retry_failed_jobs": True,
+        "default_max_retries": 3,
+    }
+    assert store.rescue_stale_jobs(conn, worker_id="holder", held_ids=[], **rules) == []
+    released = store.release_worker_jobs(conn, "holder", [])
+    assert released == [job_id]
+    row = job(conn, job_id)
+    assert row["status"] == "pending" and row["attempts"] == 0 and row["errors"] == []
+    # at start, the jobs of an earlier run under this id are rescued and charged, as before
+    conn.execute(
+        "UPDATE processing_jobs SET status = 'processing', locked_by = 'holder', lease_token = gen_random_uuid(),"
+        " started_at = now(), locked_at = now(), heartbeat_at = now(), attempts = 1 WHERE id = %s",
+        (job_id,),
+    )
+    rows = store.rescue_stale_jobs(conn, worker_id="holder", held_ids=[], restarted_worker="holder", **rules)
+    assert [str(r["id"]) for r in rows] == [job_id]
