@@ -255,6 +255,17 @@ CREATE TRIGGER processing_jobs_job_deleted
     WHEN (OLD.status NOT IN ('completed', 'failed', 'cancelled'))
     EXECUTE FUNCTION jobcron_job_ended();
 
+-- Job events (migration 0003): a release (waiting -> pending) is not one. It is the parent's end
+-- that listeners learn of, and the child's own end when it comes; a chain would otherwise send two
+-- events per link. A cascade's cancellations are events (cancelled, as any other).
+DROP TRIGGER processing_jobs_collect_events ON processing_jobs;
+CREATE TRIGGER processing_jobs_collect_events
+    AFTER UPDATE ON processing_jobs
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status <> 'processing'
+          AND NOT (OLD.status = 'waiting' AND NEW.status = 'pending'))
+    EXECUTE FUNCTION jobcron_collect_event();
+
 DO $migration$
 DECLARE
     home text := quote_ident(current_schema());
