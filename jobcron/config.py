@@ -481,9 +481,8 @@ def _webhook(where: str, entry: Any, environ: Mapping[str, str]) -> Webhook:
     except ValueError:
         parts = host = None
     if parts is None or parts.scheme not in ("http", "https") or not host:
-        raise ConfigError(
-            f"{where}.url: expected an http:// or https:// URL with a host, got {str(url)[:80]!r}"
-        )
+        shown = str(url).split("?", 1)[0].split("#", 1)[0][:40]  # never a query string's token
+        raise ConfigError(f"{where}.url: expected an http:// or https:// URL with a host, got {shown!r}")
     events = entry.get("events")
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
         raise ConfigError(f"{where}.events: expected a list of events ({', '.join(WEBHOOK_EVENTS)})")
@@ -583,6 +582,15 @@ def redact_url(url: str | None) -> str | None:
     return re.sub(r"password\s*=\s*('[^']*'|\S+)", "password=***", url)
 
 
+def webhook_url_shown(url: str) -> str:
+    """A webhook URL as shown: scheme and host only (many services put the credential in the path)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    rest = "/***" if (parts.path not in ("", "/") or parts.query) else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
+
+
 def config_as_dict(config: Config, *, redact: bool = True) -> dict[str, Any]:
     """The config as plain JSON-able data, secrets redacted."""
     data = dataclasses.asdict(config)
@@ -590,5 +598,5 @@ def config_as_dict(config: Config, *, redact: bool = True) -> dict[str, Any]:
         data["database"]["url"] = redact_url(config.database.url)
         for hook in data["notifications"]["webhooks"]:
             hook["secret"] = "***"  # noqa: S105 - the redaction mark, not a secret
-            hook["url"] = redact_url(hook["url"])
+            hook["url"] = webhook_url_shown(hook["url"])
     return data

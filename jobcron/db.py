@@ -190,6 +190,14 @@ def connect_args(
     return dsn, params
 
 
+def without_password(dsn: str) -> tuple[str, str | None]:
+    """The connection string without its password, and the password (for PGPASSWORD: a command
+    line is readable by every local user, an environment only by the process's own)."""
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    return make_conninfo("", **params), (None if password is None else str(password))
+
+
 def _url_sets(dsn: str, key: str) -> bool:
     """Whether the connection string names this parameter itself."""
     try:

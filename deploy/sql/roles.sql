@@ -60,6 +60,8 @@ GRANT INSERT ON insights TO :"worker_role";
 GRANT SELECT, INSERT ON job_dependencies TO :"worker_role";
 -- webhook subscriptions: written from its config at start; read by the outbox of a schedule's failure
 GRANT SELECT, INSERT, UPDATE, DELETE ON jobcron_webhooks TO :"worker_role";
+-- a schedule's failure writes the webhook outbox in the firing's transaction
+GRANT EXECUTE ON FUNCTION jobcron_webhook_outbox(text, text, jsonb) TO :"worker_role";
 -- firing schedules: lock the due ones, advance them, record each occurrence once
 GRANT SELECT, UPDATE ON job_schedules TO :"worker_role";
 GRANT SELECT, INSERT, UPDATE ON schedule_executions TO :"worker_role";

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from jobcron.cli.common import CliState, load_or_exit
-from jobcron.db import scrub
+from jobcron.db import scrub, without_password
 
 # name -> the file inside jobcron/deploy
 FILES = {
@@ -135,11 +135,15 @@ def deploy_roles(state: CliState, worker_role: str, enqueuer_role: str, row_secu
         "schema": config.database.schema or "public",
         "row_security": "on" if row_security else "off",
     }
+    dsn, password = without_password(url)
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = password
     with resources.as_file(deploy_file("roles")) as script:
-        args = [psql, "-X", "-q", "-d", url, "-f", str(script)]
+        args = [psql, "-X", "-q", "-d", dsn, "-f", str(script)]
         for name, value in variables.items():
             args += ["-v", f"{name}={value}"]
-        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        done = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise click.ClickException("roles SQL failed: " + scrub(done.stderr.strip(), url)[-1500:])
     click.echo(

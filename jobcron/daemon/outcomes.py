@@ -173,6 +173,10 @@ def followup_rows(
     for index, item in enumerate(followups):
         if not isinstance(item, FollowUp):
             raise PermanentError(f"followups[{index}]: expected a FollowUp, got {type(item).__name__}")
+        if item.job_type == "jobcron.webhook":
+            raise PermanentError(
+                f"followups[{index}]: jobcron.webhook jobs are made by the webhook outbox only"
+            )
         fields = item.fields()
         if "user_id" not in fields and job.user_id is not None:
             fields["user_id"] = job.user_id

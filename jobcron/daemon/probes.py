@@ -46,8 +46,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     routes: dict[str, Route] = {}
     server_version = "jobcron"
     sys_version = ""
+    timeout = 10  # a client that connects and sends nothing does not keep a thread for good
 
     def do_GET(self) -> None:
+        self._answer(with_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(with_body=False)
+
+    def _answer(self, *, with_body: bool) -> None:
         route = self.routes.get(self.path.split("?", 1)[0])
         if route is None:
             status, kind, body = _json(
@@ -63,10 +70,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
+        if with_body:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # probes come every few seconds: they are not worth a log line

@@ -26,9 +26,6 @@ ADVISORY_LOCKS = {
     4242004: "worker id",
     # unpark_runnable: one daemon at a time re-checks parked jobs (migration 0002)
     4242005: "unpark",
-    # two keys (4242009, hashtext(job id) & 255): a dependant's insert (shared) against its parent's
-    # end (exclusive), transaction-scoped, one of 256 buckets (migration 0009)
-    4242009: "dependencies",
 }
 
 # A fragment (`-- fragment: x`, then a description, then SQL) is text written once and shared by

@@ -255,3 +255,36 @@ def test_a_failed_scheduled_job_and_a_failed_firing_are_schedule_failed(
     assert [f.outcome for f in firings] in ([firing.FAILED], [firing.INVALID])
     made = deliveries(conn)
     assert len(made) == 2 and made[1]["metadata"]["body"]["schedule"]["error"]
+
+
+def test_only_the_outbox_makes_delivery_jobs(
+    dsn: str, conn: Conn, make_config: Any, receiver: Receiver
+) -> None:
+    from tests.roles import Roles
+
+    started(hook_config(make_config, receiver.url), conn)
+    roles = Roles(dsn)
+    try:
+        roles.apply()
+        app = roles.login("enqueuer")
+        forged = (
+            "INSERT INTO processing_jobs (job_type, metadata) VALUES ('jobcron.webhook',"
+            ' \'{"webhook": "ops", "event": "job.failed", "body": {"forged": true}}\')'
+        )
+        with (
+            psycopg.connect(app, autocommit=True) as forger,
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="made by the webhook outbox only"),
+        ):
+            forger.execute(forged)
+        worker = roles.login("worker")
+        with psycopg.connect(worker, autocommit=True) as daemon_role:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                daemon_role.execute("INSERT INTO processing_jobs (job_type) VALUES ('jobcron.webhook')")
+            # yet the daemon's role still writes the outbox, through the owner's function
+            made = daemon_role.execute(
+                "SELECT jobcron_webhook_outbox('job.failed', 'noop', '{}'::jsonb) AS n"
+            ).fetchone()
+            assert made == (1,)
+    finally:
+        roles.drop()
+    assert [d["metadata"]["event"] for d in deliveries(conn)] == ["job.failed"]

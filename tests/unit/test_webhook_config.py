@@ -79,3 +79,20 @@ def test_the_signature_is_hmac_sha256_of_the_exact_body() -> None:
         signature("key", b"hello")
         == "sha256=9307b3b915efb5171ff14d8cb55fbcc798c6c0ef1456d66ded1a6aa723a58b7b"
     )
+
+
+def test_a_webhook_url_is_shown_without_its_path_or_query(tmp_path: Path) -> None:
+    url = "https://hooks.slack.com/services/T000/B000/XXXXSECRET?token=abc"
+    shown = config_as_dict(load(tmp_path, {**GOOD, "url": url}))["notifications"]["webhooks"][0]["url"]
+    assert shown == "https://hooks.slack.com/***"
+    with pytest.raises(ConfigError) as bad:
+        load(tmp_path, {**GOOD, "url": "ftp://x/y?token=abc"})
+    assert "token" not in str(bad.value)
+
+
+def test_psql_gets_the_password_through_its_environment() -> None:
+    from jobcron.db import without_password
+
+    dsn, password = without_password("postgresql://owner:S3cret@db.example.com:5433/app?sslmode=require")
+    assert password == "S3cret" and "S3cret" not in dsn
+    assert "host=db.example.com" in dsn and "port=5433" in dsn and "sslmode=require" in dsn

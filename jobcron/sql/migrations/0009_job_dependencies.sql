@@ -19,19 +19,18 @@
 -- daemons both update the child's row; the second waits for the first and decrements what it left, so
 -- the count reaches zero once and the child is released once.
 --
--- A dependant being inserted and its parent finishing at the same instant: the insert holds a shared
--- advisory lock on its parents' buckets (class 4242009, key hashtext(parent id) & 255) from before it
--- reads their statuses until it commits; settling a finished job's children takes its bucket
--- exclusively first. So either the insert waits and then reads the parent as finished, or the
--- parent's end waits for the insert's commit and then sees its link. Buckets, not one key per job: a
--- statement that ends 100,000 jobs at once (a bulk cancel) holds at most 256 locks, not 100,000 (the
--- server's lock table is shared and small); the price is that a record may wait for an unrelated
--- job's open transaction in the same bucket, 1 in 256. The parents are also locked FOR KEY SHARE (not
--- deleted under the insert; under REPEATABLE READ a parent changed since the snapshot is a
--- serialization failure to retry, never a stale read). Heartbeats and claims are never blocked by this.
+-- A dependant being inserted and its parent ending at the same instant meet on the parent's row: the
+-- insert writes each parent row (a no-op UPDATE: the lock a status change takes) before it reads
+-- their statuses, and holds those locks until it commits; a parent's end is an UPDATE (or DELETE) of
+-- that row. So either the insert waits and then reads the parent as ended, or the end waits for the
+-- insert's commit and its trigger then sees the link. Under REPEATABLE READ or SERIALIZABLE either
+-- side gets a serialization failure to retry instead of a stale read. Only the named parents are
+-- held, and only by an insert that names them (a parent's heartbeat waits for such an insert's
+-- commit; the rescue skips a locked row).
 --
--- The trigger functions are SECURITY DEFINER (owned by the migrating role, search_path pinned below):
--- an enqueuing role needs no grant on job_dependencies and no UPDATE right for the row locks.
+-- The trigger functions are SECURITY DEFINER (owned by the migrating role; search_path pinned below to
+-- pg_catalog, jobcron's schema, then pg_temp last, so that no session's temporary table can stand in
+-- for one of jobcron's): an enqueuing role needs no grant on job_dependencies and no UPDATE right.
 ALTER TABLE processing_jobs
     ADD COLUMN depends_on uuid[],
     ADD COLUMN run_anyway boolean NOT NULL DEFAULT false,
@@ -82,14 +81,17 @@ BEGIN
             USING ERRCODE = 'check_violation', CONSTRAINT = 'processing_jobs_depends_on_size';
     END IF;
     NEW.depends_on := parents;
-    -- from here until commit no parent's end can be settled unseen (see the header)
-    PERFORM pg_advisory_xact_lock_shared(4242009, b)
-    FROM (SELECT DISTINCT hashtext(p::text) & 255 AS b FROM unnest(parents) AS p ORDER BY 1) AS buckets;
+    -- from here until commit no parent can end unseen (see the header): its row is locked by this write
+    WITH l AS (
+        UPDATE processing_jobs j SET updated_at = j.updated_at
+        WHERE j.id = ANY (parents)
+        RETURNING j.id, j.status
+    )
     SELECT count(*)::integer,
            count(*) FILTER (WHERE l.status NOT IN ('completed', 'failed', 'cancelled'))::integer,
            (array_agg(l.id ORDER BY l.id) FILTER (WHERE l.status IN ('failed', 'cancelled')))[1]
     INTO known, unfinished, ended_id
-    FROM (SELECT j.id, j.status FROM processing_jobs j WHERE j.id = ANY (parents) FOR KEY SHARE) AS l;
+    FROM l;
     IF known < cardinality(parents) THEN
         SELECT p INTO missing FROM unnest(parents) AS p
         WHERE NOT EXISTS (SELECT 1 FROM processing_jobs j WHERE j.id = p) LIMIT 1;
@@ -123,7 +125,7 @@ CREATE TRIGGER processing_jobs_depends_on_check
     WHEN (NEW.depends_on IS NOT NULL)
     EXECUTE FUNCTION jobcron_depends_on_check();
 
--- After the insert: one link per parent; parents already ended are settled (the locks above still hold).
+-- After the insert: one link per parent; parents already ended are settled (their rows are still locked).
 CREATE FUNCTION jobcron_depends_on_link() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
@@ -146,7 +148,7 @@ CREATE TRIGGER processing_jobs_depends_on_link
 -- level, their own waiting children. A loop, not a recursion: a chain of a thousand waiting jobs is
 -- cancelled in a thousand small statements at one trigger depth, not a thousand nested triggers (the
 -- stack would not hold them). While the loop runs, the same trigger fired for the jobs it cancels
--- returns at once (jobcron.settling is set): the loop settles their children itself.
+-- returns at once (nested, with jobcron.settling set): the loop settles their children itself.
 CREATE FUNCTION jobcron_settle_children(parent uuid, how text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -206,11 +208,9 @@ BEGIN
         FROM changed;
         released := released + moved;
         EXIT WHEN frontier IS NULL;
-        -- below the first level every settled parent was cancelled by this cascade
+        -- below the first level every settled parent was cancelled by this cascade (whose UPDATE took
+        -- their row locks: a dependant of theirs inserted meanwhile is either seen now or waited for)
         why := 'ended cancelled';
-        -- a dependant of these being inserted right now: wait for it, and then see its link
-        PERFORM pg_advisory_xact_lock(4242009, b)
-        FROM (SELECT DISTINCT hashtext(f::text) & 255 AS b FROM unnest(frontier) AS f ORDER BY 1) AS buckets;
     END LOOP;
     IF why IS NOT NULL THEN
         PERFORM set_config('jobcron.settling', '', true);
@@ -223,17 +223,16 @@ BEGIN
 END;
 $$;
 
--- Every job that ends passes here: the lock (see the header) and one probe of the links' primary key;
--- most jobs have no dependant and stop there.
+-- Every job that ends passes here: one probe of the links' primary key (the ending statement holds the
+-- job's row: see the header); most jobs have no dependant and stop there.
 CREATE FUNCTION jobcron_job_ended() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     job_id uuid := CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END;
 BEGIN
-    IF current_setting('jobcron.settling', true) = 'on' THEN
-        RETURN OLD;  -- a cascade in progress settles this job's children itself
+    IF pg_trigger_depth() > 1 AND current_setting('jobcron.settling', true) = 'on' THEN
+        RETURN OLD;  -- fired by a cascade in progress, which settles this job's children itself
     END IF;
-    PERFORM pg_advisory_xact_lock(4242009, hashtext(job_id::text) & 255);
     IF EXISTS (SELECT 1 FROM job_dependencies d WHERE d.parent_id = job_id AND NOT d.settled) THEN
         PERFORM jobcron_settle_children(job_id, CASE WHEN TG_OP = 'DELETE' THEN 'deleted' ELSE NEW.status END);
     END IF;
@@ -248,9 +247,12 @@ CREATE TRIGGER processing_jobs_job_ended
           AND NEW.status IN ('completed', 'failed', 'cancelled'))
     EXECUTE FUNCTION jobcron_job_ended();
 
--- another application deleting a job that has not ended: its dependants must not wait for it for good
-CREATE TRIGGER processing_jobs_job_deleted
-    BEFORE DELETE ON processing_jobs
+-- another application deleting a job that has not ended: its dependants must not wait for it for good.
+-- AFTER the row is gone (a parent and its child deleted by one statement: the child is skipped), and
+-- named to fire before the foreign key's cascade that deletes the links (triggers of one event fire in
+-- name order, and the key's are "RI_ConstraintTrigger_...": "A" sorts first)
+CREATE TRIGGER "A_processing_jobs_job_deleted"
+    AFTER DELETE ON processing_jobs
     FOR EACH ROW
     WHEN (OLD.status NOT IN ('completed', 'failed', 'cancelled'))
     EXECUTE FUNCTION jobcron_job_ended();
@@ -270,12 +272,15 @@ DO $migration$
 DECLARE
     home text := quote_ident(current_schema());
 BEGIN
-    EXECUTE format('ALTER FUNCTION jobcron_depends_on_check() SET search_path = pg_catalog, %s', home);
-    EXECUTE format('ALTER FUNCTION jobcron_depends_on_link() SET search_path = pg_catalog, %s', home);
+    EXECUTE format('ALTER FUNCTION jobcron_depends_on_check() SET search_path = pg_catalog, %s, pg_temp', home);
+    EXECUTE format('ALTER FUNCTION jobcron_depends_on_link() SET search_path = pg_catalog, %s, pg_temp', home);
     -- every statement of these is a probe by primary key; a plan cached while the table was small
     -- must not become a scan of it per inserted dependant (quadratic in one INSERT ... SELECT)
     ALTER FUNCTION jobcron_depends_on_check() SET enable_seqscan = off;
     ALTER FUNCTION jobcron_depends_on_link() SET enable_seqscan = off;
-    EXECUTE format('ALTER FUNCTION jobcron_job_ended() SET search_path = pg_catalog, %s', home);
+    EXECUTE format('ALTER FUNCTION jobcron_settle_children(uuid, text) SET search_path = pg_catalog, %s, pg_temp', home);
+    -- called by the trigger functions only
+    REVOKE EXECUTE ON FUNCTION jobcron_settle_children(uuid, text) FROM PUBLIC;
+    EXECUTE format('ALTER FUNCTION jobcron_job_ended() SET search_path = pg_catalog, %s, pg_temp', home);
 END
 $migration$;

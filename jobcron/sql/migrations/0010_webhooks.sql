@@ -40,9 +40,10 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
 $$;
 
 -- The outbox: one delivery job per subscription to `event` (for `job_type`, when it names types);
--- how many were made.
+-- how many were made. It runs as the tables' owner, and only the owner may insert a delivery job
+-- (below): a delivery's body is signed with the webhook's secret, so no other role may write one.
 CREATE FUNCTION jobcron_webhook_outbox(event text, for_type text, body jsonb) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     made integer;
 BEGIN
@@ -83,16 +84,36 @@ BEGIN
     IF TG_OP = 'UPDATE' AND NEW.status = 'pending' THEN
         RETURN NULL;  -- a retry: the job has not ended, its dependants wait on
     END IF;
-    IF current_setting('jobcron.settling', true) = 'on' THEN
-        RETURN OLD;  -- a cascade in progress settles this job's children itself
+    IF pg_trigger_depth() > 1 AND current_setting('jobcron.settling', true) = 'on' THEN
+        RETURN OLD;  -- fired by a cascade in progress, which settles this job's children itself
     END IF;
-    PERFORM pg_advisory_xact_lock(4242009, hashtext(job_id::text) & 255);
     IF EXISTS (SELECT 1 FROM job_dependencies d WHERE d.parent_id = job_id AND NOT d.settled) THEN
         PERFORM jobcron_settle_children(job_id, CASE WHEN TG_OP = 'DELETE' THEN 'deleted' ELSE NEW.status END);
     END IF;
     RETURN OLD;  -- ignored after an UPDATE; lets a DELETE proceed
 END;
 $$;
+
+-- Delivery jobs are the outbox's alone: anyone else inserting one (an application with the enqueuer's
+-- INSERT right, a workflow's follow-up) could have the daemon sign a body of its own making.
+CREATE FUNCTION jobcron_webhook_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_user <> (SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c WHERE c.oid = TG_RELID)
+       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION 'job_type jobcron.webhook: delivery jobs are made by the webhook outbox only'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'configure notifications.webhooks; the daemons write a delivery for each event';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER processing_jobs_webhook_guard
+    BEFORE INSERT ON processing_jobs
+    FOR EACH ROW
+    WHEN (NEW.job_type = 'jobcron.webhook')
+    EXECUTE FUNCTION jobcron_webhook_guard();
 
 DROP TRIGGER processing_jobs_job_ended ON processing_jobs;
 CREATE TRIGGER processing_jobs_job_ended
@@ -108,11 +129,13 @@ DO $migration$
 DECLARE
     home text := quote_ident(current_schema());
 BEGIN
-    EXECUTE format('ALTER FUNCTION jobcron_job_ended() SET search_path = pg_catalog, %s', home);
+    EXECUTE format('ALTER FUNCTION jobcron_job_ended() SET search_path = pg_catalog, %s, pg_temp', home);
     -- its probes (links by parent, the subscriptions) by index whatever a session's plans cached while
     -- the tables were empty: a scan of every link ever made, per finished job, is what it must never do
     ALTER FUNCTION jobcron_job_ended() SET enable_seqscan = off;
-    EXECUTE format('ALTER FUNCTION jobcron_webhook_outbox(text, text, jsonb) SET search_path = pg_catalog, %s', home);
+    EXECUTE format('ALTER FUNCTION jobcron_webhook_outbox(text, text, jsonb) SET search_path = pg_catalog, %s, pg_temp', home);
+    -- the daemons call it for a schedule's failure (deploy/sql/roles.sql grants the worker role)
+    REVOKE EXECUTE ON FUNCTION jobcron_webhook_outbox(text, text, jsonb) FROM PUBLIC;
     -- the subscriptions are a handful of rows read whole: a seq scan, whatever the caller's planner
     -- settings (the daemon disables seq scans, which would cost this one as 1e10 and JIT-compile it)
     ALTER FUNCTION jobcron_webhook_outbox(text, text, jsonb) SET enable_seqscan = on;
