@@ -26,6 +26,22 @@ def write_config(path: Path, **sections: dict[str, Any]) -> Path:
     return path
 
 
+def job_cron(*args: str, url: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """One `job_cron` command as a process of its own, on `url`, with JSON logs and none of this
+    environment's jobcron settings."""
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("JOB_CRON_", "POSTGRES_URL", "PGOPTIONS"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "jobcron", "--log-format", "json", *args],
+        env={**base, "PYTHONPATH": str(REPO), "DATABASE_URL": url, **(env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 # daemon timers for tests that wait for heartbeats, rescues and worker rows: seconds, not minutes
 FAST = {
     "heartbeat_interval_seconds": 0.2,

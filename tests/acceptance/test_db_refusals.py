@@ -18,26 +18,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.acceptance.daemon import REPO, Daemon, write_config
+from tests.acceptance.daemon import REPO, Daemon, job_cron, write_config
 from tests.refusing_server import RefusingServer
 
 pytestmark = pytest.mark.acceptance
 WRONG = "Wr0ng-pa55word-never-shown"
 RIGHT = "R1ght-pa55word-never-shown"
-
-
-def job_cron(*args: str, url: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("JOB_CRON_", "POSTGRES_URL", "PGOPTIONS"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "jobcron", "--log-format", "json", *args],
-        env={**base, "PYTHONPATH": str(REPO), "DATABASE_URL": url, **(env or {})},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def url_of(

@@ -15,7 +15,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.acceptance.daemon import FAST, REPO, Daemon, write_config
+from tests.acceptance.daemon import FAST, Daemon, job_cron, write_config
 from tests.factories import insert_job, job
 
 pytestmark = pytest.mark.acceptance
@@ -118,20 +117,6 @@ def pgbouncer(dsn: str, tmp_path: Path) -> Iterator[Bouncer]:
     """A private pgbouncer, transaction pooling and its defaults otherwise, in front of the test's database."""
     with running_pgbouncer(dsn, tmp_path) as bouncer:
         yield bouncer
-
-
-def job_cron(*args: str, url: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("JOB_CRON_", "POSTGRES_URL", "PGOPTIONS"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "jobcron", "--log-format", "json", *args],
-        env={**base, "PYTHONPATH": str(REPO), "DATABASE_URL": url, **(env or {})},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def until(condition: Callable[[], bool], timeout: float, what: str) -> float:

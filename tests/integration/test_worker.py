@@ -540,20 +540,23 @@ def test_a_daemon_never_rescues_a_job_it_holds(conn: Conn, make_config: Any) -> 
     }
 
 
+# the rescue's settings for the tests that call it directly
+RESCUE_RULES: dict[str, Any] = {
+    "stale_after_seconds": 60,
+    "max_processing_seconds": 7200,
+    "retry_failed_jobs": True,
+    "default_max_retries": 3,
+}
+
+
 def test_another_daemon_still_rescues_a_held_job_whose_heartbeat_is_old(conn: Conn) -> None:
     # the exception is for the holder alone: for everyone else a stale heartbeat is a lost worker
     job_id = insert_job(conn, status="processing", locked_by="holder")
     conn.execute(
         "UPDATE processing_jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (job_id,)
     )
-    rules = {
-        "stale_after_seconds": 60,
-        "max_processing_seconds": 7200,
-        "retry_failed_jobs": True,
-        "default_max_retries": 3,
-    }
-    assert store.rescue_stale_jobs(conn, worker_id="holder", held_ids=[job_id], **rules) == []
-    rows = store.rescue_stale_jobs(conn, worker_id="other", held_ids=[job_id], **rules)
+    assert store.rescue_stale_jobs(conn, worker_id="holder", held_ids=[job_id], **RESCUE_RULES) == []
+    rows = store.rescue_stale_jobs(conn, worker_id="other", held_ids=[job_id], **RESCUE_RULES)
     assert [str(r["id"]) for r in rows] == [job_id]
 
 
@@ -565,13 +568,7 @@ def test_a_daemon_leaves_its_own_unheld_jobs_to_its_uncharged_release(conn: Conn
     conn.execute(
         "UPDATE processing_jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (job_id,)
     )
-    rules = {
-        "stale_after_seconds": 60,
-        "max_processing_seconds": 7200,
-        "retry_failed_jobs": True,
-        "default_max_retries": 3,
-    }
-    assert store.rescue_stale_jobs(conn, worker_id="holder", held_ids=[], **rules) == []
+    assert store.rescue_stale_jobs(conn, worker_id="holder", held_ids=[], **RESCUE_RULES) == []
     released = store.release_worker_jobs(conn, "holder", [])
     assert released == [job_id]
     row = job(conn, job_id)
@@ -582,5 +579,7 @@ def test_a_daemon_leaves_its_own_unheld_jobs_to_its_uncharged_release(conn: Conn
         " started_at = now(), locked_at = now(), heartbeat_at = now(), attempts = 1 WHERE id = %s",
         (job_id,),
     )
-    rows = store.rescue_stale_jobs(conn, worker_id="holder", held_ids=[], restarted_worker="holder", **rules)
+    rows = store.rescue_stale_jobs(
+        conn, worker_id="holder", held_ids=[], restarted_worker="holder", **RESCUE_RULES
+    )
     assert [str(r["id"]) for r in rows] == [job_id]
